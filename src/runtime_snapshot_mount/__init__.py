@@ -1,0 +1,33 @@
+"""runtime-snapshot-mount: a mountable Starlette sub-app that keeps each account's newest
+runtime-strategy snapshot, with pluggy hooks for auth, accounts and storage."""
+
+from .app import DEFAULT_MAX_BODY_BYTES, UPSERT_PATH, create_app
+from .freshness import is_stale
+from .hookspecs import hookimpl
+from .memory import MemoryStore
+from .plugins import ENTRY_POINT_GROUP, ConfigurationError, Plugins
+from .snapshot import Account, Principal, Snapshot, SnapshotRequest, UpsertResult
+from .static import StaticAccounts, StaticTokens, load_accounts_file
+from .timestamps import format_instant, parse_instant
+
+__all__ = [
+    "DEFAULT_MAX_BODY_BYTES",
+    "ENTRY_POINT_GROUP",
+    "UPSERT_PATH",
+    "Account",
+    "ConfigurationError",
+    "MemoryStore",
+    "Plugins",
+    "Principal",
+    "Snapshot",
+    "SnapshotRequest",
+    "StaticAccounts",
+    "StaticTokens",
+    "UpsertResult",
+    "create_app",
+    "format_instant",
+    "hookimpl",
+    "is_stale",
+    "load_accounts_file",
+    "parse_instant",
+]

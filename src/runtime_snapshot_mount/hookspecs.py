@@ -1,0 +1,109 @@
+"""The whole plugin contract of runtime-snapshot-mount.
+
+A plugin is any object or module whose functions are marked with
+:data:`runtime_snapshot_mount.hookimpl` and named after one of the hooks below. It comes
+from an argument of :func:`runtime_snapshot_mount.create_app` or from an installed
+distribution's entry point in the group ``runtime_snapshot_mount``.
+
+Every implementation may be a plain function or an ``async def``; whatever it returns is
+awaited if it is awaitable. Plain implementations run on the event loop: one that blocks
+(a synchronous database driver, say) should be ``async def`` and hand its blocking work to a
+thread (``anyio.to_thread.run_sync``). A hook marked *first result* calls implementations in
+pluggy's order (``tryfirst`` ones first, built-ins last) and stops at the first one whose
+awaited result is not ``None``. Hook wrappers are not supported.
+
+An exception raised by any hook except the observers makes the request fail with SPEC's 500
+``{"detail": "Unexpected update failure"}``; the traceback is logged, never sent.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pluggy
+
+from .snapshot import Account, Snapshot, UpsertResult
+
+PROJECT = "runtime_snapshot_mount"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec(firstresult=True)
+def authenticate(token: str) -> Any | None:
+    """Return the principal that the bearer ``token`` belongs to, or ``None`` if it is invalid.
+
+    Called first on every request, before the body is read, with the token that follows
+    ``Bearer`` in the ``Authorization`` header (never called when that header is missing or
+    malformed). The principal is any object except ``None``; it is passed on to
+    :func:`get_account` and the observers. Compare secrets in constant time
+    (:func:`hmac.compare_digest`). First result.
+    """
+
+
+@hookspec(firstresult=True)
+def get_account(account_id: str, principal: Any) -> Account | None:
+    """Return the account ``account_id`` as ``principal`` may see it, or ``None``.
+
+    Called after the body is validated. ``None`` (unknown, or not visible to this principal)
+    and an inactive :class:`~runtime_snapshot_mount.Account` both answer 404
+    ``Account not found or inactive``. First result.
+    """
+
+
+@hookspec(firstresult=True)
+def store_upsert(snapshot: Snapshot) -> UpsertResult:
+    """Apply ``snapshot`` unless it is stale, in one atomic step per account.
+
+    The store compares ``snapshot`` with the one it holds for ``snapshot.account_id`` by the
+    stale rule (:func:`runtime_snapshot_mount.is_stale`), writes it unless it is stale, and
+    returns an :class:`~runtime_snapshot_mount.UpsertResult` saying whether it was applied and
+    what is stored now. The check and the write must be atomic against every other writer,
+    in this process and in others sharing the same storage. Raising means nothing was
+    written. Exactly one plugin in an app implements this hook and :func:`store_get`.
+    """
+
+
+@hookspec(firstresult=True)
+def store_get(account_id: str) -> Snapshot | None:
+    """Return the snapshot stored for ``account_id``, or ``None`` if there is none."""
+
+
+@hookspec
+def snapshot_applied(snapshot: Snapshot, principal: Any) -> None:
+    """Observe a snapshot that the store applied, after the store call returned.
+
+    Every implementation is called. One that raises is logged and never changes the response.
+    """
+
+
+@hookspec
+def snapshot_ignored(snapshot: Snapshot, current: Snapshot, principal: Any) -> None:
+    """Observe an incoming ``snapshot`` that was ignored because ``current`` is later.
+
+    Every implementation is called. One that raises is logged and never changes the response.
+    """
+
+
+@hookspec
+def store_create_tables() -> None:
+    """Create the store's tables (or other storage) if they are missing; a no-op otherwise.
+
+    Called by the command line's ``serve`` before it starts serving, once, in the parent
+    process. A host app that wants it calls ``app.state.plugins.store_create_tables()``.
+    """
+
+
+@hookspec
+def store_close() -> None:
+    """Release the store's connections; called when the standalone server shuts down."""
+
+
+@hookspec(firstresult=True)
+def store_from_url(url: str) -> Any | None:
+    """Return a store plugin for the store URL ``url``, or ``None`` if this plugin cannot open it.
+
+    Used by the command line (``--store``). It should not connect yet: the store is used on
+    another event loop, and in each worker process. First result.
+    """

@@ -1,0 +1,180 @@
+"""The plugin manager: one per app, built-ins registered last, checks at start-up."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import pluggy
+
+from . import hookspecs
+from .snapshot import Account, Snapshot, UpsertResult
+
+__all__ = ["ENTRY_POINT_GROUP", "ConfigurationError", "Plugins"]
+
+ENTRY_POINT_GROUP = hookspecs.PROJECT
+logger = logging.getLogger("runtime_snapshot_mount")
+
+_Impl = tuple[Callable[..., Any], tuple[str, ...]]
+
+
+class ConfigurationError(Exception):
+    """The app cannot start as configured; the message is one line saying why."""
+
+
+def _describe(plugin: object) -> str:
+    return getattr(plugin, "__name__", None) or type(plugin).__name__
+
+
+def _impls(hook: pluggy.HookCaller) -> tuple[_Impl, ...]:
+    """The implementations of ``hook`` in the order pluggy would call them."""
+    found: list[_Impl] = []
+    spec_args = set(hook.spec.argnames) if hook.spec else set()
+    for impl in reversed(hook.get_hookimpls()):
+        where = f"{_describe(impl.plugin)}.{hook.name}"
+        if impl.hookwrapper or impl.wrapper:
+            raise ConfigurationError(f"hook wrappers are not supported: {where}")
+        for name, parameter in inspect.signature(impl.function).parameters.items():
+            if name in spec_args and parameter.default is not inspect.Parameter.empty:
+                raise ConfigurationError(
+                    f"{where}: parameter {name!r} has a default value, so it would never be passed"
+                )
+        found.append((impl.function, tuple(impl.argnames)))
+    return tuple(found)
+
+
+async def _call(impl: _Impl, kwargs: dict[str, Any]) -> Any:
+    function, argnames = impl
+    result = function(*[kwargs[name] for name in argnames])
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+async def _first(impls: tuple[_Impl, ...], **kwargs: Any) -> Any:
+    for impl in impls:
+        result = await _call(impl, kwargs)
+        if result is not None:
+            return result
+    return None
+
+
+class Plugins:
+    """The plugins of one app, with one typed async method per hook.
+
+    ``plugins`` are registered first, then those of installed entry points (unless
+    ``entry_points`` is false), then ``builtins``, whose implementations should be marked
+    ``trylast`` so that the others win. The set is fixed once built.
+    """
+
+    def __init__(
+        self,
+        plugins: Iterable[object] = (),
+        *,
+        builtins: Iterable[object] = (),
+        entry_points: bool = True,
+        require_store: bool = True,
+    ) -> None:
+        manager = pluggy.PluginManager(hookspecs.PROJECT)
+        manager.add_hookspecs(hookspecs)
+        try:
+            for plugin in plugins:
+                manager.register(plugin)
+            if entry_points:
+                manager.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+            for plugin in builtins:
+                manager.register(plugin)
+            manager.check_pending()
+        except pluggy.PluginValidationError as error:
+            raise ConfigurationError(" ".join(str(error).split())) from None
+        self.manager = manager
+        hook = manager.hook
+        self._authenticate = _impls(hook.authenticate)
+        self._get_account = _impls(hook.get_account)
+        self._store_upsert = _impls(hook.store_upsert)
+        self._store_get = _impls(hook.store_get)
+        self._snapshot_applied = _impls(hook.snapshot_applied)
+        self._snapshot_ignored = _impls(hook.snapshot_ignored)
+        self._store_from_url = _impls(hook.store_from_url)
+        self._store_create_tables = _impls(hook.store_create_tables)
+        self._store_close = _impls(hook.store_close)
+        if require_store:
+            self.store = self._the_store()
+
+    def _the_store(self) -> object:
+        hook = self.manager.hook
+        upserts = [impl.plugin for impl in hook.store_upsert.get_hookimpls()]
+        reads = [impl.plugin for impl in hook.store_get.get_hookimpls()]
+        if not upserts:
+            raise ConfigurationError(
+                "no store: pass a store plugin such as MemoryStore() to create_app"
+            )
+        if len(upserts) > 1:
+            names = ", ".join(sorted(_describe(p) for p in upserts))
+            raise ConfigurationError(f"more than one store is active ({names}); keep exactly one")
+        if reads != upserts:
+            raise ConfigurationError(
+                f"the store {_describe(upserts[0])} must implement both store_upsert and store_get"
+            )
+        return upserts[0]
+
+    def require(self, *hook_names: str) -> None:
+        """Fail with a one-line reason unless each named hook has an implementation."""
+        for name in hook_names:
+            if not getattr(self, f"_{name}"):
+                raise ConfigurationError(
+                    f"no plugin implements {name!r}: "
+                    "pass api_keys= and accounts= or plugins that implement it"
+                )
+
+    def plugin_names(self) -> Sequence[str]:
+        """The registered plugins, for diagnostics."""
+        return [_describe(p) for p in self.manager.get_plugins()]
+
+    async def authenticate(self, token: str) -> Any | None:
+        return await _first(self._authenticate, token=token)
+
+    async def get_account(self, account_id: str, principal: Any) -> Account | None:
+        result: Account | None = await _first(
+            self._get_account, account_id=account_id, principal=principal
+        )
+        return result
+
+    async def store_upsert(self, snapshot: Snapshot) -> UpsertResult:
+        result: UpsertResult | None = await _first(self._store_upsert, snapshot=snapshot)
+        if not isinstance(result, UpsertResult):
+            raise TypeError(f"store_upsert returned {type(result).__name__}, not UpsertResult")
+        return result
+
+    async def store_get(self, account_id: str) -> Snapshot | None:
+        result: Snapshot | None = await _first(self._store_get, account_id=account_id)
+        return result
+
+    async def store_from_url(self, url: str) -> Any | None:
+        return await _first(self._store_from_url, url=url)
+
+    async def store_create_tables(self) -> None:
+        for impl in self._store_create_tables:
+            await _call(impl, {})
+
+    async def store_close(self) -> None:
+        for impl in self._store_close:
+            await _call(impl, {})
+
+    async def snapshot_applied(self, snapshot: Snapshot, principal: Any) -> None:
+        await self._observe(self._snapshot_applied, snapshot=snapshot, principal=principal)
+
+    async def snapshot_ignored(self, snapshot: Snapshot, current: Snapshot, principal: Any) -> None:
+        await self._observe(
+            self._snapshot_ignored, snapshot=snapshot, current=current, principal=principal
+        )
+
+    @staticmethod
+    async def _observe(impls: tuple[_Impl, ...], **kwargs: Any) -> None:
+        for impl in impls:
+            try:
+                await _call(impl, kwargs)
+            except Exception:
+                logger.exception("observer %s raised; the response is unchanged", impl[0])

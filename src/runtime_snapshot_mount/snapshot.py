@@ -1,0 +1,165 @@
+"""The request model that validates an upsert body, and the value types the hooks exchange."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from .timestamps import format_instant, parse_instant
+
+__all__ = [
+    "MAX_PERSONALITY_DEPTH",
+    "MAX_VERSION",
+    "Account",
+    "Principal",
+    "Snapshot",
+    "SnapshotRequest",
+    "UpsertResult",
+]
+
+MAX_VERSION = 2**63 - 1
+MAX_PERSONALITY_DEPTH = 32
+
+
+def check_text(value: str) -> str:
+    """Reject U+0000 and lone surrogates, which no JSON column of any database accepts."""
+    if "\x00" in value:
+        raise ValueError("must not contain U+0000")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("must not contain lone surrogates") from None
+    return value
+
+
+def _check_json_value(value: Any, depth: int) -> None:
+    if isinstance(value, str):
+        check_text(value)
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError("must contain only finite numbers")
+    elif isinstance(value, dict | list):
+        if depth > MAX_PERSONALITY_DEPTH:
+            raise ValueError(f"must not nest deeper than {MAX_PERSONALITY_DEPTH} levels")
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, item in items:
+            if isinstance(key, str):
+                check_text(key)
+            _check_json_value(item, depth + 1)
+
+
+def _check_personality(value: dict[str, Any]) -> dict[str, Any]:
+    _check_json_value(value, 1)
+    return value
+
+
+def _check_synced_at(value: str) -> str:
+    parse_instant(value)
+    return value
+
+
+Text = Annotated[str, Field(min_length=1, max_length=255), AfterValidator(check_text)]
+Label = Annotated[str, Field(max_length=1000), AfterValidator(check_text)]
+
+
+class SnapshotRequest(BaseModel):
+    """The body of ``POST /runtime-snapshots/upsert`` (SPEC §3); unknown fields are ignored."""
+
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+
+    account_id: Text
+    ugc_account_id: Text
+    snapshot_id: Text
+    strategy_version: Annotated[int, Field(ge=1, le=MAX_VERSION)]
+    content_hash: Text
+    strategy_synced_at: Annotated[str, AfterValidator(_check_synced_at)]
+    stage: Label | None = None
+    active_action: Label | None = None
+    active_skills: Annotated[list[Text], Field(max_length=256)] | None = None
+    personality: Annotated[dict[str, Any], AfterValidator(_check_personality)]
+
+    def to_snapshot(self) -> Snapshot:
+        """The stored value this request asks for."""
+        return Snapshot(
+            account_id=self.account_id,
+            ugc_account_id=self.ugc_account_id,
+            snapshot_id=self.snapshot_id,
+            strategy_version=self.strategy_version,
+            content_hash=self.content_hash,
+            strategy_synced_at=parse_instant(self.strategy_synced_at),
+            stage=self.stage,
+            active_action=self.active_action,
+            active_skills=None if self.active_skills is None else tuple(self.active_skills),
+            personality=self.personality,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """One account's runtime-strategy snapshot as a store keeps it.
+
+    ``strategy_synced_at`` is an aware UTC instant at microsecond precision.
+    """
+
+    account_id: str
+    ugc_account_id: str
+    snapshot_id: str
+    strategy_version: int
+    content_hash: str
+    strategy_synced_at: datetime
+    stage: str | None
+    active_action: str | None
+    active_skills: tuple[str, ...] | None
+    personality: dict[str, Any]
+
+    @property
+    def freshness(self) -> tuple[int, datetime]:
+        """``(strategy_version, strategy_synced_at)``: the stale rule orders snapshots by this."""
+        return (self.strategy_version, self.strategy_synced_at)
+
+    def to_json(self) -> dict[str, Any]:
+        """The request fields as JSON values (``strategy_synced_at`` as RFC 3339 in UTC)."""
+        return {
+            "account_id": self.account_id,
+            "ugc_account_id": self.ugc_account_id,
+            "snapshot_id": self.snapshot_id,
+            "strategy_version": self.strategy_version,
+            "content_hash": self.content_hash,
+            "strategy_synced_at": format_instant(self.strategy_synced_at),
+            "stage": self.stage,
+            "active_action": self.active_action,
+            "active_skills": None if self.active_skills is None else list(self.active_skills),
+            "personality": self.personality,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class UpsertResult:
+    """What a store's atomic upsert did.
+
+    ``applied`` is true when the incoming snapshot was written; ``current`` is the snapshot
+    stored once the upsert finished (the incoming one when applied, the later one when not).
+    """
+
+    applied: bool
+    current: Snapshot
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """An account as the accounts hook reports it."""
+
+    account_id: str
+    active: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who a bearer token belongs to. Hosts may return any object of their own instead."""
+
+    name: str
