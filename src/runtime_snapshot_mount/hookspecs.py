@@ -53,7 +53,7 @@ def get_account(account_id: str, principal: Any) -> Account | None:
 
 
 @hookspec(firstresult=True)
-def store_upsert(snapshot: Snapshot) -> UpsertResult:
+def store_upsert(snapshot: Snapshot) -> UpsertResult:  # type: ignore[empty-body]
     """Apply ``snapshot`` unless it is stale, in one atomic step per account.
 
     The store compares ``snapshot`` with the one it holds for ``snapshot.account_id`` by the

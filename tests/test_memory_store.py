@@ -1,0 +1,32 @@
+"""The in-memory store: the conformance kit, and atomicity under calls from many threads."""
+
+from __future__ import annotations
+
+import random
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from runtime_snapshot_mount import MemoryStore
+from runtime_snapshot_mount.testing import StoreContract, make_snapshot, new_account_id
+
+
+class TestMemoryStore(StoreContract):
+    @pytest.fixture
+    def store(self) -> MemoryStore:
+        return MemoryStore()
+
+
+def test_hook_calls_from_many_threads_keep_the_greatest_snapshot() -> None:
+    store = MemoryStore()
+    account_id = new_account_id()
+    versions = list(range(1, 2001))
+    random.shuffle(versions)
+    snapshots = [make_snapshot(account_id, v, snapshot_id=str(v)) for v in versions]
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        results = list(pool.map(store.store_upsert, snapshots))
+    stored = store.store_get(account_id)
+    assert stored is not None and stored.strategy_version == 2000
+    for snapshot, result in zip(snapshots, results, strict=True):
+        if not result.applied:
+            assert result.current.freshness > snapshot.freshness
