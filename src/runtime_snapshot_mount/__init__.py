@@ -5,6 +5,7 @@ from .app import DEFAULT_MAX_BODY_BYTES, UPSERT_PATH, create_app
 from .freshness import is_stale
 from .hookspecs import hookimpl
 from .memory import MemoryStore
+from .operations import Metrics, RequestIdFilter, current_request_id
 from .plugins import ENTRY_POINT_GROUP, ConfigurationError, Plugins
 from .snapshot import Account, Principal, Snapshot, SnapshotRequest, UpsertResult
 from .static import StaticAccounts, StaticTokens, load_accounts_file
@@ -17,14 +18,17 @@ __all__ = [
     "Account",
     "ConfigurationError",
     "MemoryStore",
+    "Metrics",
     "Plugins",
     "Principal",
+    "RequestIdFilter",
     "Snapshot",
     "SnapshotRequest",
     "StaticAccounts",
     "StaticTokens",
     "UpsertResult",
     "create_app",
+    "current_request_id",
     "format_instant",
     "hookimpl",
     "is_stale",

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+import traceback
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from time import perf_counter
 from typing import Any
 
 from pydantic import ValidationError
@@ -14,6 +16,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .memory import MemoryStoreOpener
+from .openapi import OPENAPI_PATH, OpenAPIEndpoint, build_document
+from .operations import (
+    LOGGER_NAME,
+    Metrics,
+    bind_request_id,
+    request_id_from_header,
+    unbind_request_id,
+)
 from .plugins import ConfigurationError, Plugins
 from .snapshot import Account, SnapshotRequest
 from .static import StaticAccounts, StaticTokens
@@ -23,7 +33,7 @@ __all__ = ["DEFAULT_MAX_BODY_BYTES", "UPSERT_PATH", "create_app"]
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 UPSERT_PATH = "/runtime-snapshots/upsert"
 
-logger = logging.getLogger("runtime_snapshot_mount")
+logger = logging.getLogger(LOGGER_NAME)
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
@@ -35,8 +45,17 @@ class _BodyTooLarge(Exception):
     pass
 
 
+def _header(request: Request, name: bytes) -> str:
+    """The first value of the header ``name`` (lower case), or ``""``; no exception if absent."""
+    headers: list[tuple[bytes, bytes]] = request.scope["headers"]
+    for key, value in headers:
+        if key == name:
+            return value.decode("latin-1")
+    return ""
+
+
 def _bearer_token(request: Request) -> str | None:
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    scheme, _, token = _header(request, b"authorization").partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
         return None
@@ -50,9 +69,16 @@ def _is_json(content_type: str) -> bool:
     )
 
 
+def _declares_more_than(content_length: str, limit: int) -> bool:
+    """True when a Content-Length header value is a decimal number greater than ``limit``."""
+    if not (content_length.isascii() and content_length.isdigit()):
+        return False  # absent or malformed: the streamed size decides
+    digits = content_length.lstrip("0")
+    return len(digits) > len(str(limit)) or int(digits or "0") > limit
+
+
 async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
+    if _declares_more_than(_header(request, b"content-length"), limit):
         raise _BodyTooLarge
     chunks = []
     size = 0
@@ -75,68 +101,128 @@ def _validation_errors(error: ValidationError) -> list[dict[str, Any]]:
     ]
 
 
-def _make_endpoint(plugins: Plugins, max_body_bytes: int) -> Any:
-    async def upsert(request: Request) -> Response:
+def _log_failure(error: Exception, request_id: str, token: str | None) -> None:
+    """One log line with the traceback; the request's bearer token never appears in it."""
+    message = "upsert failed; answered 500 (request %s)"
+    if token:
+        text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+        if token in text:
+            redacted = text.replace(token, "[redacted token]").rstrip()
+            logger.error(message + "\n%s", request_id, redacted)
+            return
+    logger.exception(message, request_id)
+
+
+_Answer = tuple[Response, str]  # the response, and its outcome for the counters
+
+
+def _applied(payload: SnapshotRequest) -> _Answer:
+    body = {
+        "status": "upserted",
+        "account_id": payload.account_id,
+        "snapshot_id": payload.snapshot_id,
+        "strategy_version": payload.strategy_version,
+        "strategy_synced_at": payload.strategy_synced_at,
+    }
+    return JSONResponse(body), "applied"
+
+
+def _ignored(payload: SnapshotRequest) -> _Answer:
+    body = {
+        "status": "ignored_stale",
+        "account_id": payload.account_id,
+        "snapshot_id": payload.snapshot_id,
+        "strategy_version": payload.strategy_version,
+    }
+    return JSONResponse(body), "ignored"
+
+
+class _Handlers:
+    """The route and the router's error handler of one app, around its plugins and counters.
+
+    Every answer goes through :meth:`_observed`: request id bound for logging and echoed in
+    ``X-Request-ID``, outcome counted on :class:`Metrics`, ``request_finished`` told.
+    """
+
+    def __init__(self, plugins: Plugins, metrics: Metrics, max_body_bytes: int) -> None:
+        self.plugins = plugins
+        self.metrics = metrics
+        self.max_body_bytes = max_body_bytes
+        self.observe = plugins.observes_requests
+
+    async def upsert(self, request: Request) -> Response:
+        return await self._observed(request, self._upsert, None)
+
+    async def http_error(self, request: Request, exc: Exception) -> Response:
+        """The router's own answers: 404 for an unknown path, 405 for another method."""
+        assert isinstance(exc, HTTPException)
+        return await self._observed(request, self._route_error, exc)
+
+    async def _observed(
+        self,
+        request: Request,
+        answer: Callable[[Request, str, Any], Awaitable[_Answer]],
+        argument: Any,
+    ) -> Response:
+        request_id = request_id_from_header(_header(request, b"x-request-id"))
+        bound = bind_request_id(request_id)
+        try:
+            started = perf_counter() if self.observe else 0.0
+            response, outcome = await answer(request, request_id, argument)
+            status = response.status_code
+            self.metrics.count(status, outcome)
+            if self.observe:
+                elapsed = perf_counter() - started
+                await self.plugins.request_finished(status, outcome, request_id, elapsed)
+        finally:
+            unbind_request_id(bound)
+        response.raw_headers.append((b"x-request-id", request_id.encode("ascii")))
+        return response
+
+    @staticmethod
+    async def _route_error(request: Request, request_id: str, exc: HTTPException) -> _Answer:
+        outcome = "failed" if exc.status_code >= 500 else "rejected"
+        return _detail(exc.status_code, exc.detail, exc.headers), outcome
+
+    async def _upsert(self, request: Request, request_id: str, _: None) -> _Answer:
+        plugins = self.plugins
+        token = None
         try:
             token = _bearer_token(request)
             principal = None if token is None else await plugins.authenticate(token)
             if principal is None:
-                return _detail(401, "Missing or invalid bearer token", _CHALLENGE)
+                return _detail(401, "Missing or invalid bearer token", _CHALLENGE), "rejected"
             try:
-                body = await _read_body(request, max_body_bytes)
+                body = await _read_body(request, self.max_body_bytes)
             except _BodyTooLarge:
-                return _detail(413, f"Request body exceeds {max_body_bytes} bytes")
-            if not _is_json(request.headers.get("content-type", "")):
-                return _unprocessable(
-                    [
-                        {
-                            "loc": ["header", "content-type"],
-                            "msg": "Content-Type must be application/json",
-                            "type": "content_type",
-                        }
-                    ]
-                )
+                limit = self.max_body_bytes
+                return _detail(413, f"Request body exceeds {limit} bytes"), "rejected"
+            if not _is_json(_header(request, b"content-type")):
+                error = {
+                    "loc": ["header", "content-type"],
+                    "msg": "Content-Type must be application/json",
+                    "type": "content_type",
+                }
+                return _unprocessable([error]), "rejected"
             try:
                 payload = SnapshotRequest.model_validate_json(body)
             except ValidationError as error:
-                return _unprocessable(_validation_errors(error))
+                return _unprocessable(_validation_errors(error)), "rejected"
             snapshot = payload.to_snapshot()
             account = await plugins.get_account(snapshot.account_id, principal)
             if account is None or not account.active:
-                return _detail(404, "Account not found or inactive")
+                return _detail(404, "Account not found or inactive"), "rejected"
             result = await plugins.store_upsert(snapshot)
         except ClientDisconnect:
-            return Response(status_code=400)
-        except Exception:
-            logger.exception("upsert failed")
-            return _detail(500, "Unexpected update failure")
+            return Response(status_code=400), "rejected"
+        except Exception as error:
+            _log_failure(error, request_id, token)
+            return _detail(500, "Unexpected update failure"), "failed"
         if result.applied:
             await plugins.snapshot_applied(snapshot, principal)
-            return JSONResponse(
-                {
-                    "status": "upserted",
-                    "account_id": payload.account_id,
-                    "snapshot_id": payload.snapshot_id,
-                    "strategy_version": payload.strategy_version,
-                    "strategy_synced_at": payload.strategy_synced_at,
-                }
-            )
+            return _applied(payload)
         await plugins.snapshot_ignored(snapshot, result.current, principal)
-        return JSONResponse(
-            {
-                "status": "ignored_stale",
-                "account_id": payload.account_id,
-                "snapshot_id": payload.snapshot_id,
-                "strategy_version": payload.strategy_version,
-            }
-        )
-
-    return upsert
-
-
-async def _http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    return _detail(exc.status_code, exc.detail, exc.headers)
+        return _ignored(payload)
 
 
 def create_app(
@@ -145,6 +231,7 @@ def create_app(
     accounts: Iterable[str | Account | Mapping[str, Any]] | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     entry_points: bool = True,
+    openapi: bool = False,
 ) -> Starlette:
     """Build the sub-app that serves ``POST /runtime-snapshots/upsert``; mount it anywhere.
 
@@ -153,6 +240,12 @@ def create_app(
     built-in bearer-token check (a list of tokens, or a mapping of token to principal);
     ``accounts`` adds the built-in account list. Built-ins yield to the plugins' own
     ``authenticate`` and ``get_account``. ``entry_points=False`` skips installed plugins.
+    ``openapi=True`` also serves the OpenAPI 3.1 document at ``{mount}/openapi.json``
+    (no token needed).
+
+    The app keeps its plugin manager on ``app.state.plugins`` and its counters
+    (:class:`~runtime_snapshot_mount.Metrics`) on ``app.state.metrics``. Every answer carries
+    an ``X-Request-ID`` header, and the request's log records carry ``request_id``.
 
     Nothing here needs the app's lifespan, so the app works mounted in a host. Raises
     :class:`ConfigurationError` with a one-line reason when the plugins do not add up.
@@ -167,9 +260,13 @@ def create_app(
         builtins.append(StaticAccounts(accounts))
     manager = Plugins(plugins, builtins=builtins, entry_points=entry_points)
     manager.require("authenticate", "get_account")
-    app = Starlette(
-        routes=[Route(UPSERT_PATH, _make_endpoint(manager, max_body_bytes), methods=["POST"])],
-        exception_handlers={HTTPException: _http_error},
-    )
+    metrics = Metrics()
+    handlers = _Handlers(manager, metrics, max_body_bytes)
+    routes = [Route(UPSERT_PATH, handlers.upsert, methods=["POST"])]
+    if openapi:
+        document = OpenAPIEndpoint(build_document(UPSERT_PATH, max_body_bytes))
+        routes.append(Route(OPENAPI_PATH, document.serve, methods=["GET"]))
+    app = Starlette(routes=routes, exception_handlers={HTTPException: handlers.http_error})
     app.state.plugins = manager
+    app.state.metrics = metrics
     return app

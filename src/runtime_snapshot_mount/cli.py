@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .app import DEFAULT_MAX_BODY_BYTES, create_app
 from .memory import MemoryStoreOpener
+from .operations import RequestIdFilter
 from .plugins import ConfigurationError, Plugins
 from .static import AnyAccount, load_accounts_file
 
@@ -49,6 +50,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--workers", type=int, default=1)
     serve.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
+    serve.add_argument(
+        "--openapi", action="store_true", help="also serve the OpenAPI document at /openapi.json"
+    )
     show = commands.add_parser("show", help="print an account's stored snapshot as JSON")
     show.add_argument("account_id", metavar="ACCOUNT_ID")
     show.add_argument("--store", default=DEFAULT_STORE, help=f"store URL; {DEFAULT_STORE} if unset")
@@ -100,6 +104,7 @@ def _serve_config(args: argparse.Namespace) -> dict[str, Any]:
         "api_keys": keys,
         "accounts": accounts,
         "max_body_bytes": args.max_body_bytes,
+        "openapi": args.openapi,
     }
 
 
@@ -146,7 +151,10 @@ class _StandaloneApp:
         else:
             extra.append(AnyAccount())
         self.app = create_app(
-            *extra, api_keys=config["api_keys"], max_body_bytes=config["max_body_bytes"]
+            *extra,
+            api_keys=config["api_keys"],
+            max_body_bytes=config["max_body_bytes"],
+            openapi=config.get("openapi", False),
         )
 
 
@@ -154,8 +162,11 @@ def standalone_app() -> _StandaloneApp:
     """The uvicorn factory that each worker calls; its settings come from the parent."""
     if not logging.getLogger().handlers and not logger.handlers:
         logging.basicConfig(
-            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+            level=logging.INFO,
+            format="%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s",
         )
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(RequestIdFilter())
     return _StandaloneApp(json.loads(os.environ[_CONFIG_VARIABLE]))
 
 

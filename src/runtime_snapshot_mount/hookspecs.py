@@ -87,6 +87,19 @@ def snapshot_ignored(snapshot: Snapshot, current: Snapshot, principal: Any) -> N
 
 
 @hookspec
+def request_finished(status: int, outcome: str, request_id: str, duration_s: float) -> None:
+    """Observe one answered request, to export metrics (the app also keeps ``app.state.metrics``).
+
+    Called once per request that the sub-app answers, except ``GET openapi.json``, when the
+    answer is decided and before it is sent, so keep it quick. ``status`` is the HTTP status;
+    ``outcome`` is ``"applied"`` or ``"ignored"`` (200), ``"rejected"`` (4xx) or ``"failed"``
+    (500); ``request_id`` is the id echoed in the ``X-Request-ID`` header; ``duration_s`` is the
+    time spent handling the request, in seconds. Every implementation is called. One that raises
+    is logged and never changes the response.
+    """
+
+
+@hookspec
 def store_create_tables() -> None:
     """Create the store's tables (or other storage) if they are missing; a no-op otherwise.
 

@@ -26,6 +26,11 @@ class MemoryStore:
     def __len__(self) -> int:
         return len(self._snapshots)
 
+    def contents(self) -> dict[str, Snapshot]:
+        """A copy of what is stored now: each account id's snapshot."""
+        with self._lock:
+            return dict(self._snapshots)
+
     @hookimpl
     def store_upsert(self, snapshot: Snapshot) -> UpsertResult:
         with self._lock:

@@ -97,6 +97,7 @@ class Plugins:
         self._store_get = _impls(hook.store_get)
         self._snapshot_applied = _impls(hook.snapshot_applied)
         self._snapshot_ignored = _impls(hook.snapshot_ignored)
+        self._request_finished = _impls(hook.request_finished)
         self._store_from_url = _impls(hook.store_from_url)
         self._store_create_tables = _impls(hook.store_create_tables)
         self._store_close = _impls(hook.store_close)
@@ -169,6 +170,23 @@ class Plugins:
     async def snapshot_ignored(self, snapshot: Snapshot, current: Snapshot, principal: Any) -> None:
         await self._observe(
             self._snapshot_ignored, snapshot=snapshot, current=current, principal=principal
+        )
+
+    @property
+    def observes_requests(self) -> bool:
+        """True when some plugin implements :func:`~.hookspecs.request_finished`."""
+        return bool(self._request_finished)
+
+    async def request_finished(
+        self, status: int, outcome: str, request_id: str, duration_s: float
+    ) -> None:
+        """Tell every ``request_finished`` observer about an answered request."""
+        await self._observe(
+            self._request_finished,
+            status=status,
+            outcome=outcome,
+            request_id=request_id,
+            duration_s=duration_s,
         )
 
     @staticmethod

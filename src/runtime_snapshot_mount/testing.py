@@ -223,9 +223,7 @@ class StoreContract:
         assert result.applied is applied
         stored = await plugins.store_get(account_id)
         assert stored is not None
-        assert stored.strategy_synced_at == parse_instant(
-            incoming_time if applied else stored_time
-        )
+        assert stored.strategy_synced_at == parse_instant(incoming_time if applied else stored_time)
 
     @pytest.mark.anyio
     async def test_instants_near_the_ends_of_the_range_round_trip(self, plugins: Plugins) -> None:

@@ -1,0 +1,132 @@
+"""What an operator watches: request ids on log records, and counters of outcomes.
+
+Every request the sub-app answers gets a request id: the client's ``X-Request-ID`` when it is
+a sane token (1-64 characters of ``[A-Za-z0-9._-]``), a new 32-hex-digit id otherwise. The id
+is echoed in the ``X-Request-ID`` response header and is :func:`current_request_id` while the
+request is handled, so every record of the ``runtime_snapshot_mount`` logger carries it as
+``record.request_id`` (``"-"`` outside a request). A host that wants the id on its own log
+lines adds :class:`RequestIdFilter` to its handler and ``%(request_id)s`` to its format.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import re
+from collections.abc import Iterator
+from contextvars import ContextVar, Token
+from typing import Any
+
+__all__ = [
+    "LOGGER_NAME",
+    "OUTCOMES",
+    "Metrics",
+    "RequestIdFilter",
+    "bind_request_id",
+    "current_request_id",
+    "new_request_id",
+    "request_id_from_header",
+    "unbind_request_id",
+]
+
+LOGGER_NAME = "runtime_snapshot_mount"
+OUTCOMES = ("applied", "ignored", "rejected", "failed")
+
+_SANE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}", re.ASCII)
+_request_id: ContextVar[str | None] = ContextVar("runtime_snapshot_mount_request_id", default=None)
+
+
+def current_request_id() -> str | None:
+    """The id of the request being handled in this context, or ``None`` outside a request."""
+    return _request_id.get()
+
+
+def bind_request_id(request_id: str) -> Token[str | None]:
+    """Make ``request_id`` current in this context; pass the result to :func:`unbind_request_id`."""
+    return _request_id.set(request_id)
+
+
+def unbind_request_id(token: Token[str | None]) -> None:
+    """Restore the request id that was current before :func:`bind_request_id`."""
+    _request_id.reset(token)
+
+
+def _new_prefix() -> None:
+    global _prefix, _counter
+    _prefix = os.urandom(8).hex()
+    _counter = itertools.count(1)
+
+
+_prefix: str
+_counter: Iterator[int]
+_new_prefix()
+os.register_at_fork(after_in_child=_new_prefix)
+
+
+def new_request_id() -> str:
+    """A new request id: 32 hex digits, unique across processes (random prefix, counter).
+
+    Cheaper than :func:`uuid.uuid4` on the hot path, and as unique for correlating log lines.
+    """
+    return f"{_prefix}{next(_counter):016x}"
+
+
+def request_id_from_header(value: str | None) -> str:
+    """``value`` when it is a sane request id (1-64 of ``[A-Za-z0-9._-]``), else a new one."""
+    if value and _SANE_ID.fullmatch(value):
+        return value
+    return new_request_id()
+
+
+class RequestIdFilter(logging.Filter):
+    """Sets ``record.request_id`` to the current request's id (``"-"`` outside a request).
+
+    It never drops a record. The ``runtime_snapshot_mount`` logger has one already; add one to
+    a handler to give every record that handler formats a ``request_id``.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Attach the request id; always keep the record."""
+        if not hasattr(record, "request_id"):
+            record.request_id = _request_id.get() or "-"
+        return True
+
+
+class Metrics:
+    """Counters of what the app answered, kept on ``app.state.metrics`` for the host to read.
+
+    ``applied`` and ``ignored`` count 200 answers, ``rejected`` counts 4xx answers by status,
+    ``failed`` counts 500 answers. Updated on the event loop only; :meth:`snapshot` reads them.
+    """
+
+    __slots__ = ("_rejected", "applied", "failed", "ignored")
+
+    def __init__(self) -> None:
+        self.applied = 0
+        self.ignored = 0
+        self.failed = 0
+        self._rejected: dict[int, int] = {}
+
+    def count(self, status: int, outcome: str) -> None:
+        """Count one answer with ``status`` and ``outcome`` (one of :data:`OUTCOMES`)."""
+        if outcome == "applied":
+            self.applied += 1
+        elif outcome == "ignored":
+            self.ignored += 1
+        elif outcome == "failed":
+            self.failed += 1
+        else:
+            self._rejected[status] = self._rejected.get(status, 0) + 1
+
+    def snapshot(self) -> dict[str, Any]:
+        """The counters now: ``{"applied", "ignored", "rejected": {"401": n, ...}, "failed"}``."""
+        return {
+            "applied": self.applied,
+            "ignored": self.ignored,
+            "rejected": {str(status): n for status, n in sorted(self._rejected.items())},
+            "failed": self.failed,
+        }
+
+
+logging.getLogger(LOGGER_NAME).addFilter(RequestIdFilter())

@@ -1,0 +1,172 @@
+"""Shared values and helpers of the core's tests (the fixtures are in conftest.py)."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+from starlette.applications import Starlette
+from starlette.types import ASGIApp
+
+from runtime_snapshot_mount import MemoryStore, Snapshot, create_app
+
+UPSERT_URL = "/runtime-snapshots/upsert"
+TOKEN = "test-token-current"
+ROTATED_TOKEN = "test-token-previous"
+ACCOUNT = "account_user095916355"
+INACTIVE_ACCOUNT = "account_retired"
+OTHER_ACCOUNT = "account_other"
+ACCOUNTS: list[Any] = [
+    ACCOUNT,
+    OTHER_ACCOUNT,
+    {"account_id": INACTIVE_ACCOUNT, "active": False},
+]
+
+# The API page's example request and its two example responses, verbatim.
+EXAMPLE_REQUEST: dict[str, Any] = {
+    "account_id": "account_user095916355",
+    "ugc_account_id": "ugc_123",
+    "snapshot_id": "snapshot-2026-03-22-001",
+    "strategy_version": 7,
+    "content_hash": "sha256:abc123",
+    "strategy_synced_at": "2026-03-22T08:30:00.000Z",
+    "stage": "warmup",
+    "active_action": "keyword_warmup",
+    "active_skills": ["warmup", "commenting"],
+    "personality": {
+        "comment_style": "casual, validating",
+        "interests": ["healthy recipes", "meal prep"],
+    },
+}
+EXAMPLE_APPLIED: dict[str, Any] = {
+    "status": "upserted",
+    "account_id": "account_user095916355",
+    "snapshot_id": "snapshot-2026-03-22-001",
+    "strategy_version": 7,
+    "strategy_synced_at": "2026-03-22T08:30:00.000Z",
+}
+EXAMPLE_IGNORED: dict[str, Any] = {
+    "status": "ignored_stale",
+    "account_id": "account_user095916355",
+    "snapshot_id": "snapshot-2026-03-22-001",
+    "strategy_version": 6,
+}
+APPLIED_KEYS = ["status", "account_id", "snapshot_id", "strategy_version", "strategy_synced_at"]
+IGNORED_KEYS = ["status", "account_id", "snapshot_id", "strategy_version"]
+
+UNAUTHORIZED_BODY = b'{"detail":"Missing or invalid bearer token"}'
+NOT_FOUND_BODY = b'{"detail":"Account not found or inactive"}'
+FAILURE_BODY = b'{"detail":"Unexpected update failure"}'
+
+MISSING = object()
+"""A value for :func:`example` that removes the field."""
+
+
+def example(**changes: Any) -> dict[str, Any]:
+    """A deep copy of the example request with ``changes`` applied (``MISSING`` removes)."""
+    body = copy.deepcopy(EXAMPLE_REQUEST)
+    for name, value in changes.items():
+        if value is MISSING:
+            body.pop(name, None)
+        else:
+            body[name] = value
+    return body
+
+
+def compact(value: Any) -> bytes:
+    """``value`` as the compact JSON bytes a Starlette ``JSONResponse`` sends."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def bearer(token: str = TOKEN) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def json_headers(token: str | None = TOKEN) -> dict[str, str]:
+    headers = {"Content-Type": "application/json"}
+    if token is not None:
+        headers.update(bearer(token))
+    return headers
+
+
+def make_app(
+    store: object,
+    *plugins: object,
+    api_keys: Any = (TOKEN, ROTATED_TOKEN),
+    accounts: Any = ACCOUNTS,
+    **options: Any,
+) -> Starlette:
+    """The core app on ``store`` with the test tokens and accounts, without entry points."""
+    return create_app(
+        store, *plugins, api_keys=api_keys, accounts=accounts, entry_points=False, **options
+    )
+
+
+def client_for(app: ASGIApp, base_url: str = "http://testserver") -> httpx.AsyncClient:
+    """An httpx client that calls ``app`` in-process (the app's lifespan never runs)."""
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=base_url)
+
+
+async def post_json(
+    client: httpx.AsyncClient,
+    body: Any,
+    *,
+    token: str | None = TOKEN,
+    url: str = UPSERT_URL,
+    headers: Mapping[str, str] | None = None,
+) -> httpx.Response:
+    """POST ``body`` (a JSON value, or raw bytes/str sent as is) as application/json."""
+    content = body if isinstance(body, bytes | str) else json.dumps(body)
+    merged = json_headers(token)
+    merged.update(headers or {})
+    return await client.post(url, content=content, headers=merged)
+
+
+class RecordingBody:
+    """An async request body that counts the chunks the app pulled from it."""
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self._chunks = chunks
+        self.pulled = 0
+
+    def __aiter__(self) -> RecordingBody:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self.pulled >= len(self._chunks):
+            raise StopAsyncIteration
+        chunk = self._chunks[self.pulled]
+        self.pulled += 1
+        return chunk
+
+    @property
+    def total(self) -> int:
+        return len(self._chunks)
+
+
+def nested_personality(levels: int, *, arrays: bool = True) -> dict[str, Any]:
+    """A personality object exactly ``levels`` levels deep (the object itself is level 1).
+
+    Inner containers alternate between arrays and objects, or are all objects.
+    """
+    value: Any = "leaf"
+    for level in range(levels - 1):
+        value = [value] if arrays and level % 2 == 0 else {"k": value}
+    return {"deep": value}
+
+
+def depth(value: Any) -> int:
+    """How many levels of nested objects/arrays ``value`` has (0 for a scalar)."""
+    if isinstance(value, dict):
+        return 1 + max((depth(item) for item in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((depth(item) for item in value), default=0)
+    return 0
+
+
+def stored_in(store: MemoryStore, account_id: str = ACCOUNT) -> Snapshot | None:
+    """What the memory store holds for ``account_id`` now."""
+    return store.store_get(account_id)
