@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import textwrap
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ from rsm_support import (
     compact,
     example,
 )
+
+from runtime_snapshot_mount import parse_instant
 
 COMMAND = [sys.executable, "-m", "runtime_snapshot_mount"]
 STARTUP_LIMIT_S = 15.0
@@ -291,4 +294,87 @@ def test_serve_on_the_default_sqlite_store_without_the_sqlalchemy_plugin_exits_2
 def test_show_on_the_memory_store_exits_1_with_a_reason(tmp_path: Path) -> None:
     result = run_cli("show", ACCOUNT, "--store", "memory://", cwd=tmp_path)
     assert_refused(result, 1, ACCOUNT)
+    assert result.stdout == ""
+
+
+# -- show -------------------------------------------------------------------------------
+
+PREFILLED_SYNCED_AT = "2026-03-22T10:30:00.1234567+02:00"
+
+
+@pytest.fixture
+def prefilled_store_plugin(tmp_path: Path) -> dict[str, str]:
+    """An installed plugin (entry point on PYTHONPATH) opening ``prefilled://``: a memory
+    store that already holds the example snapshot. Returns the environment to run with."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "rsm_prefilled_store.py").write_text(
+        textwrap.dedent(
+            f"""
+            from runtime_snapshot_mount import MemoryStore, hookimpl
+            from runtime_snapshot_mount.testing import make_snapshot
+
+
+            class Opener:
+                @hookimpl
+                def store_from_url(self, url):
+                    if url != "prefilled://":
+                        return None
+                    store = MemoryStore()
+                    store.store_upsert(
+                        make_snapshot(
+                            {ACCOUNT!r}, 7, {PREFILLED_SYNCED_AT!r},
+                            snapshot_id={EXAMPLE_REQUEST["snapshot_id"]!r},
+                        )
+                    )
+                    return store
+
+
+            plugin = Opener()
+            """
+        ),
+        encoding="utf-8",
+    )
+    dist_info = site / "rsm_prefilled_store-0.1.dist-info"
+    dist_info.mkdir()
+    (dist_info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: rsm-prefilled-store\nVersion: 0.1\n", encoding="utf-8"
+    )
+    (dist_info / "entry_points.txt").write_text(
+        "[runtime_snapshot_mount]\nprefilled = rsm_prefilled_store:plugin\n", encoding="utf-8"
+    )
+    path = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
+    return clean_env(PYTHONPATH=path)
+
+
+def test_show_prints_the_stored_snapshot_as_one_json_object(
+    tmp_path: Path, prefilled_store_plugin: dict[str, str]
+) -> None:
+    result = run_cli(
+        "show", ACCOUNT, "--store", "prefilled://", cwd=tmp_path, env=prefilled_store_plugin
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 1
+    shown = json.loads(lines[0])
+    assert isinstance(shown, dict)
+    synced_at = shown.pop("strategy_synced_at")
+    expected = dict(EXAMPLE_REQUEST)
+    del expected["strategy_synced_at"]
+    assert shown == expected
+    assert parse_instant(synced_at) == parse_instant(PREFILLED_SYNCED_AT)
+
+
+def test_show_of_an_account_without_a_snapshot_exits_1(
+    tmp_path: Path, prefilled_store_plugin: dict[str, str]
+) -> None:
+    result = run_cli(
+        "show",
+        "account_never_written",
+        "--store",
+        "prefilled://",
+        cwd=tmp_path,
+        env=prefilled_store_plugin,
+    )
+    assert_refused(result, 1, "account_never_written")
     assert result.stdout == ""

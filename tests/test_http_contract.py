@@ -584,7 +584,7 @@ async def test_accounts_are_kept_apart(client: httpx.AsyncClient, store: MemoryS
 # -- other methods ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("method", ["GET", "PUT", "PATCH", "DELETE", "HEAD"])
+@pytest.mark.parametrize("method", ["GET", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"])
 async def test_other_methods_on_the_path_are_405_json(
     client: httpx.AsyncClient, method: str
 ) -> None:

@@ -373,9 +373,13 @@ def test_no_authentication_at_all_is_refused_even_with_accounts() -> None:
         create_app(MemoryStore(), accounts=[ACCOUNT], entry_points=False)
 
 
-def test_empty_accounts_list_is_a_valid_accounts_plugin() -> None:
-    app = start(MemoryStore(), accounts=[])
-    assert app.state.plugins is not None
+@pytest.mark.anyio
+async def test_empty_accounts_list_starts_and_answers_404_for_every_account() -> None:
+    store = MemoryStore()
+    async with client_for(start(store, accounts=[])) as client:
+        response = await post_json(client, EXAMPLE_REQUEST)
+    assert response.content == NOT_FOUND_BODY
+    assert store.store_get(ACCOUNT) is None
 
 
 # -- entry points -----------------------------------------------------------------------
