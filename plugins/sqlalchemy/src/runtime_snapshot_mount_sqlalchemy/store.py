@@ -1,0 +1,99 @@
+"""The SQLAlchemy store plugin."""
+
+from __future__ import annotations
+
+from functools import partial
+
+from sqlalchemy import URL, MetaData, Table
+from sqlalchemy.engine import Connection
+from sqlalchemy.schema import CreateTable
+
+from runtime_snapshot_mount import Snapshot, UpsertResult, hookimpl
+
+from .engines import AnyEngine, EngineRunner, create_store_engine, retry_transient
+from .schema import DEFAULT_TABLE_NAME, check_table, snapshot_from_row, snapshot_table
+from .upserts import Upsert, choose_upsert, select_current
+
+__all__ = ["DEFAULT_ATTEMPTS", "SQLAlchemyStore"]
+
+DEFAULT_ATTEMPTS = 5
+
+
+class SQLAlchemyStore:
+    """Keeps each account's newest snapshot in one table of a SQL database.
+
+    ``engine`` is the host's :class:`~sqlalchemy.ext.asyncio.AsyncEngine` or synchronous
+    :class:`~sqlalchemy.engine.Engine` (whose blocking calls then run in worker threads),
+    or a URL, from which the store makes its own engine (see :func:`create_store_engine`).
+    ``table`` is a table made by :func:`snapshot_table` on the host's ``MetaData``; without
+    it the store defines ``table_name`` on a ``MetaData`` of its own. Nothing connects until
+    the first call, and tables are only created by :meth:`store_create_tables`.
+
+    Each upsert is atomic against every writer sharing the database; deadlocks, lock
+    timeouts, serialization failures, a busy SQLite file and dropped connections are retried,
+    ``attempts`` tries in all, and then raised (the app answers 500).
+
+    Pass the store to ``create_app``; it is deliberately not an entry-point plugin.
+    """
+
+    def __init__(
+        self,
+        engine: AnyEngine | str | URL,
+        *,
+        table: Table | None = None,
+        table_name: str = DEFAULT_TABLE_NAME,
+        attempts: int = DEFAULT_ATTEMPTS,
+    ) -> None:
+        if attempts < 1:
+            raise ValueError("attempts must be at least 1")
+        self.owns_engine = isinstance(engine, str | URL)
+        self.engine = create_store_engine(engine) if isinstance(engine, str | URL) else engine
+        self.table = (
+            check_table(table) if table is not None else snapshot_table(MetaData(), table_name)
+        )
+        self.attempts = attempts
+        self._runner = EngineRunner(self.engine)
+        self._select = select_current(self.table)
+        self._upsert: Upsert | None = None
+
+    def __repr__(self) -> str:
+        url = self.engine.url.render_as_string(hide_password=True)
+        return f"SQLAlchemyStore({url!r}, table={self.table.name!r})"
+
+    @hookimpl
+    async def store_upsert(self, snapshot: Snapshot) -> UpsertResult:
+        """Apply ``snapshot`` unless a later one is stored, atomically (see ``upserts``)."""
+        work = partial(self._upsert_on, snapshot)
+        return await retry_transient(partial(self._runner.run, work), self.attempts)
+
+    @hookimpl
+    async def store_get(self, account_id: str) -> Snapshot | None:
+        """The snapshot stored for ``account_id``, or ``None``."""
+        work = partial(self._read_on, account_id)
+        return await retry_transient(partial(self._runner.run, work), self.attempts)
+
+    @hookimpl
+    async def store_create_tables(self) -> None:
+        """``CREATE TABLE IF NOT EXISTS`` the snapshot table (and nothing else on its
+        ``MetaData``)."""
+        await self._runner.run(self._create_table_on)
+
+    @hookimpl
+    async def store_close(self) -> None:
+        """Dispose of the engine if the store made it; a host's engine is the host's."""
+        if self.owns_engine:
+            await self._runner.dispose()
+
+    def _upsert_on(self, snapshot: Snapshot, connection: Connection) -> UpsertResult:
+        if self._upsert is None:  # chosen once connected, when the server version is known
+            self._upsert = choose_upsert(connection.dialect, self.table)
+        return self._upsert(connection, snapshot)
+
+    def _read_on(self, account_id: str, connection: Connection) -> Snapshot | None:
+        key = {"account_id": account_id}
+        row = connection.execute(self._select, key).mappings().first()
+        return None if row is None else snapshot_from_row(row)
+
+    def _create_table_on(self, connection: Connection) -> None:
+        with connection.begin():
+            connection.execute(CreateTable(self.table, if_not_exists=True))

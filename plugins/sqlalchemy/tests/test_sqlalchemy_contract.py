@@ -1,0 +1,47 @@
+"""The core's conformance kit against every backend, with an async and a sync engine."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from runtime_snapshot_mount_sqlalchemy import SQLAlchemyStore
+from runtime_snapshot_mount_sqlalchemy.upserts import DuplicateKeyUpsert, LockingUpsert
+from support_sqlalchemy import Database, dispose
+
+from runtime_snapshot_mount.testing import StoreContract
+
+
+class TestSQLAlchemyStore(StoreContract):
+    """The dialect's own upsert: ON CONFLICT (PostgreSQL, SQLite), ON DUPLICATE KEY (MariaDB)."""
+
+    @pytest.fixture
+    async def store(self, database: Database, mode: str) -> AsyncIterator[SQLAlchemyStore]:
+        engine = database.engine(mode)
+        yield SQLAlchemyStore(engine, table=database.table)
+        await dispose(engine)
+
+
+class TestLockingUpsert(StoreContract):
+    """The portable fallback (SELECT ... FOR UPDATE, then INSERT or UPDATE) on real row locks."""
+
+    @pytest.fixture
+    async def store(self, server_database: Database, mode: str) -> AsyncIterator[SQLAlchemyStore]:
+        engine = server_database.engine(mode)
+        store = SQLAlchemyStore(engine, table=server_database.table)
+        store._upsert = LockingUpsert(store.table)  # force the fallback the dialect would not pick
+        yield store
+        await dispose(engine)
+
+
+@pytest.mark.mariadb
+class TestMySQLUpsertWithoutReturning(StoreContract):
+    """MySQL's path (no RETURNING: affected rows, else a locked read-back), run on MariaDB."""
+
+    @pytest.fixture
+    async def store(self, mariadb: Database, mode: str) -> AsyncIterator[SQLAlchemyStore]:
+        engine = mariadb.engine(mode)
+        store = SQLAlchemyStore(engine, table=mariadb.table)
+        store._upsert = DuplicateKeyUpsert(store.table, returning=False)
+        yield store
+        await dispose(engine)
