@@ -58,9 +58,19 @@ def _check_personality(value: dict[str, Any]) -> dict[str, Any]:
     return value
 
 
-def _check_synced_at(value: str) -> str:
-    parse_instant(value)
-    return value
+class SyncedAt(str):
+    """A ``strategy_synced_at`` string as the request sent it, with the instant it names."""
+
+    instant: datetime
+
+    def __new__(cls, text: str, instant: datetime) -> SyncedAt:
+        value = super().__new__(cls, text)
+        value.instant = instant
+        return value
+
+
+def _check_synced_at(value: str) -> SyncedAt:
+    return SyncedAt(value, parse_instant(value))
 
 
 Text = Annotated[str, Field(min_length=1, max_length=255), AfterValidator(check_text)]
@@ -78,6 +88,7 @@ class SnapshotRequest(BaseModel):
     strategy_version: Annotated[int, Field(ge=1, le=MAX_VERSION)]
     content_hash: Text
     strategy_synced_at: Annotated[str, AfterValidator(_check_synced_at)]
+    """The request's string, unchanged (a :class:`SyncedAt` carrying its instant)."""
     stage: Label | None = None
     active_action: Label | None = None
     active_skills: Annotated[list[Text], Field(max_length=256)] | None = None
@@ -91,12 +102,16 @@ class SnapshotRequest(BaseModel):
             snapshot_id=self.snapshot_id,
             strategy_version=self.strategy_version,
             content_hash=self.content_hash,
-            strategy_synced_at=parse_instant(self.strategy_synced_at),
+            strategy_synced_at=_instant(self.strategy_synced_at),
             stage=self.stage,
             active_action=self.active_action,
             active_skills=None if self.active_skills is None else tuple(self.active_skills),
             personality=self.personality,
         )
+
+
+def _instant(text: str) -> datetime:
+    return text.instant if isinstance(text, SyncedAt) else parse_instant(text)
 
 
 @dataclass(frozen=True, slots=True)

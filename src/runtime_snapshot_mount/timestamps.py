@@ -11,11 +11,25 @@ from datetime import datetime, timedelta, timezone
 __all__ = ["format_instant", "parse_instant"]
 
 _PATTERN = re.compile(
-    r"(?P<year>\d{4})-(?P<month>\d{2})-(?P<day>\d{2})"
-    r"[Tt ](?P<hour>\d{2}):(?P<minute>\d{2})(?::(?P<second>\d{2})(?:[.,](?P<fraction>\d+))?)?"
-    r"(?:(?P<zulu>[Zz])|(?P<sign>[+-])(?P<off_hour>\d{2}):?(?P<off_minute>\d{2}))",
+    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d+))?)?"
+    r"(?:[Zz]|([+-])(\d{2}):?(\d{2}))",
     re.ASCII,
 )
+_UTC = timezone.utc
+_OFFSETS: dict[tuple[str, str, str], timezone] = {}
+
+
+def _offset(sign: str, hours: str, minutes: str) -> timezone:
+    key = (sign, hours, minutes)
+    found = _OFFSETS.get(key)
+    if found is None:
+        if int(hours) > 23 or int(minutes) > 59:
+            raise ValueError("has an impossible UTC offset")
+        delta = timedelta(hours=int(hours), minutes=int(minutes))
+        found = timezone(-delta if sign == "-" else delta)
+        if len(_OFFSETS) < 4096:
+            _OFFSETS[key] = found
+    return found
 
 
 def parse_instant(text: str) -> datetime:
@@ -30,30 +44,25 @@ def parse_instant(text: str) -> datetime:
         raise ValueError(
             "must be an RFC 3339 date-time with an offset, like 2026-03-22T08:30:00.000Z"
         )
-    fraction = (match["fraction"] or "")[:6].ljust(6, "0")
-    if match["zulu"]:
-        offset = timezone.utc
-    else:
-        off_hour, off_minute = int(match["off_hour"]), int(match["off_minute"])
-        if off_hour > 23 or off_minute > 59:
-            raise ValueError("has an impossible UTC offset")
-        delta = timedelta(hours=off_hour, minutes=off_minute)
-        offset = timezone(-delta if match["sign"] == "-" else delta)
+    year, month, day, hour, minute, second, fraction, sign, off_hours, off_minutes = match.groups()
+    offset = _UTC if sign is None else _offset(sign, off_hours, off_minutes)
     try:
         local = datetime(
-            int(match["year"]),
-            int(match["month"]),
-            int(match["day"]),
-            int(match["hour"]),
-            int(match["minute"]),
-            int(match["second"] or 0),
-            int(fraction),
+            int(year),
+            int(month),
+            int(day),
+            int(hour),
+            int(minute),
+            int(second) if second else 0,
+            int(fraction[:6].ljust(6, "0")) if fraction else 0,
             tzinfo=offset,
         )
     except ValueError:
         raise ValueError("is not a possible date and time") from None
+    if offset is _UTC:
+        return local
     try:
-        return local.astimezone(timezone.utc)
+        return local.astimezone(_UTC)
     except OverflowError:
         raise ValueError("is outside the years 0001-9999 in UTC") from None
 
