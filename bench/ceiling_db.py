@@ -1,0 +1,118 @@
+"""Target (e), the database ceiling: a bare Starlette route that runs the conditional upsert
+through asyncpg directly: one pool, one round trip per request.
+
+It reads the body, parses it as JSON, converts the two values PostgreSQL needs typed (the
+instant, and JSON for the personality and the skills), runs
+
+    INSERT ... ON CONFLICT (account_id) DO UPDATE SET ... WHERE <stored is not later> RETURNING
+
+and answers the same-shaped JSON as an applied upsert. No authentication, no validation, no
+account check, no SQLAlchemy: what one PostgreSQL round trip per request costs on this server.
+The table has the SQLAlchemy plugin's shape (see ``create_table_sql``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+UPSERT_PATH = "/runtime-snapshots/upsert"
+
+COLUMNS = (
+    "account_id",
+    "ugc_account_id",
+    "snapshot_id",
+    "strategy_version",
+    "content_hash",
+    "strategy_synced_at",
+    "stage",
+    "active_action",
+    "active_skills",
+    "personality",
+)
+
+
+def create_table_sql(table: str) -> str:
+    """The table, in the SQLAlchemy plugin's shape on PostgreSQL."""
+    return f"""
+        CREATE TABLE IF NOT EXISTS {table} (
+            account_id VARCHAR(255) NOT NULL PRIMARY KEY,
+            ugc_account_id VARCHAR(255) NOT NULL,
+            snapshot_id VARCHAR(255) NOT NULL,
+            strategy_version BIGINT NOT NULL,
+            content_hash VARCHAR(255) NOT NULL,
+            strategy_synced_at TIMESTAMP WITH TIME ZONE NOT NULL,
+            stage TEXT,
+            active_action TEXT,
+            active_skills JSONB,
+            personality JSONB NOT NULL
+        )
+    """
+
+
+def upsert_sql(table: str) -> str:
+    """The conditional upsert: write unless the stored snapshot is strictly later (SPEC §4)."""
+    names = ", ".join(COLUMNS)
+    values = ", ".join(f"${i}" for i in range(1, len(COLUMNS) + 1))
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in COLUMNS[1:])
+    return (
+        f"INSERT INTO {table} ({names}) VALUES ({values}) "
+        f"ON CONFLICT (account_id) DO UPDATE SET {updates} "
+        f"WHERE {table}.strategy_version < EXCLUDED.strategy_version "
+        f"OR ({table}.strategy_version = EXCLUDED.strategy_version "
+        f"AND {table}.strategy_synced_at <= EXCLUDED.strategy_synced_at) "
+        f"RETURNING strategy_version"
+    )
+
+
+def create_app(dsn: str, table: str, pool_size: int) -> Starlette:
+    """The ceiling app; ``dsn`` is a libpq URL (``postgresql://user@host:port/db``)."""
+    statement = upsert_sql(table)
+    state: dict[str, Any] = {}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        pool = await asyncpg.create_pool(dsn, min_size=pool_size, max_size=pool_size)
+        state["pool"] = pool
+        try:
+            yield
+        finally:
+            await pool.close()
+
+    async def upsert(request: Request) -> Response:
+        body = json.loads(await request.body())
+        skills = body.get("active_skills")
+        async with state["pool"].acquire() as connection:
+            row = await connection.fetchrow(
+                statement,
+                body["account_id"],
+                body["ugc_account_id"],
+                body["snapshot_id"],
+                body["strategy_version"],
+                body["content_hash"],
+                datetime.fromisoformat(body["strategy_synced_at"]),
+                body.get("stage"),
+                body.get("active_action"),
+                None if skills is None else json.dumps(skills),
+                json.dumps(body["personality"]),
+            )
+        return JSONResponse(
+            {
+                "status": "upserted" if row is not None else "ignored_stale",
+                "account_id": body["account_id"],
+                "snapshot_id": body["snapshot_id"],
+                "strategy_version": body["strategy_version"],
+                "strategy_synced_at": body["strategy_synced_at"],
+            }
+        )
+
+    return Starlette(routes=[Route(UPSERT_PATH, upsert, methods=["POST"])], lifespan=lifespan)
