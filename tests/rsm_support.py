@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
-from collections.abc import Mapping
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from starlette.applications import Starlette
 from starlette.types import ASGIApp
 
@@ -170,3 +178,96 @@ def depth(value: Any) -> int:
 def stored_in(store: MemoryStore, account_id: str = ACCOUNT) -> Snapshot | None:
     """What the memory store holds for ``account_id`` now."""
     return store.store_get(account_id)
+
+
+# -- the command line as a process -------------------------------------------------
+
+COMMAND = [sys.executable, "-m", "runtime_snapshot_mount"]
+STARTUP_LIMIT_S = 15.0
+REFUSAL_LIMIT_S = 60.0
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The test's environment without PHONEFARM_API_KEY, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if k != "PHONEFARM_API_KEY"}
+    env.update(extra)
+    return env
+
+
+def run_cli(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the command to completion; it must not start serving (the timeout is a safety net)."""
+    return subprocess.run(
+        [*COMMAND, *args],
+        cwd=cwd,
+        env=clean_env() if env is None else env,
+        capture_output=True,
+        text=True,
+        timeout=REFUSAL_LIMIT_S,
+        check=False,
+    )
+
+
+def wait_until_listening(process: subprocess.Popen[bytes], port: int, log: Path) -> None:
+    """Poll the port until it accepts a connection; a bounded loop, not a timed assertion."""
+    deadline = time.monotonic() + STARTUP_LIMIT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"server exited with {process.returncode}: {log.read_text()}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    pytest.fail(f"server did not listen on port {port}: {log.read_text()}")
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """Terminate the server (SIGTERM, so it shuts down cleanly); kill it if it hangs."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+def assert_refused(result: subprocess.CompletedProcess[str], status: int, *words: str) -> None:
+    """The command exited with ``status`` and one stderr line naming each of ``words``."""
+    assert result.returncode == status, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for word in words:
+        assert word.lower() in lines[0].lower(), lines[0]
+
+
+@contextlib.contextmanager
+def serving(*args: str, directory: Path, env: dict[str, str] | None = None) -> Iterator[str]:
+    """Run ``runtime-snapshot-mount serve ARGS`` on a free loopback port until the block ends;
+    yields its base URL. The server's output goes to ``directory / "server.log"``."""
+    port = free_port()
+    log = directory / "server.log"
+    command = [*COMMAND, "serve", "--host", "127.0.0.1", "--port", str(port), *args]
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            command,
+            cwd=directory,
+            env=clean_env() if env is None else env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_until_listening(process, port, log)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop(process)

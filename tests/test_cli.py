@@ -5,11 +5,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import socket
 import subprocess
-import sys
 import textwrap
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +15,7 @@ import httpx
 import pytest
 from rsm_support import (
     ACCOUNT,
+    COMMAND,
     EXAMPLE_APPLIED,
     EXAMPLE_IGNORED,
     EXAMPLE_REQUEST,
@@ -25,15 +23,18 @@ from rsm_support import (
     NOT_FOUND_BODY,
     UNAUTHORIZED_BODY,
     UPSERT_URL,
+    assert_refused,
+    clean_env,
     compact,
     example,
+    free_port,
+    run_cli,
+    stop,
+    wait_until_listening,
 )
 
 from runtime_snapshot_mount import parse_instant
 
-COMMAND = [sys.executable, "-m", "runtime_snapshot_mount"]
-STARTUP_LIMIT_S = 15.0
-REFUSAL_LIMIT_S = 60.0
 SERVER_LIMIT_BYTES = 2048
 KEYS = ["cli-key-current", "cli-key-previous"]
 ENV_KEY = "cli-key-from-environment"
@@ -42,63 +43,11 @@ ROTATION_ACCOUNT = "account_rotation"
 LIMITS_ACCOUNT = "account_limits"
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """The test's environment without PHONEFARM_API_KEY, plus ``extra``."""
-    env = {k: v for k, v in os.environ.items() if k != "PHONEFARM_API_KEY"}
-    env.update(extra)
-    return env
-
-
-def run_cli(
-    *args: str, cwd: Path, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    """Run the command to completion; it must not start serving (the timeout is a safety net)."""
-    return subprocess.run(
-        [*COMMAND, *args],
-        cwd=cwd,
-        env=clean_env() if env is None else env,
-        capture_output=True,
-        text=True,
-        timeout=REFUSAL_LIMIT_S,
-        check=False,
-    )
-
-
 @dataclass
 class Server:
     base_url: str
     process: subprocess.Popen[bytes]
     log: Path
-
-
-def wait_until_listening(process: subprocess.Popen[bytes], port: int, log: Path) -> None:
-    """Poll the port until it accepts a connection; a bounded loop, not a timed assertion."""
-    deadline = time.monotonic() + STARTUP_LIMIT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"server exited with {process.returncode}: {log.read_text()}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    pytest.fail(f"server did not listen on port {port}: {log.read_text()}")
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -218,15 +167,6 @@ def test_server_answers_405_for_get(http: httpx.Client) -> None:
 
 
 # -- refusals ---------------------------------------------------------------------------
-
-
-def assert_refused(result: subprocess.CompletedProcess[str], status: int, *words: str) -> None:
-    assert result.returncode == status, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert "Traceback" not in result.stderr
-    for word in words:
-        assert word.lower() in lines[0].lower(), lines[0]
 
 
 def serve_args(*extra: str) -> list[str]:

@@ -1,7 +1,7 @@
 """runtime-snapshot-mount: a mountable Starlette sub-app that keeps each account's newest
 runtime-strategy snapshot, with pluggy hooks for auth, accounts and storage."""
 
-from .app import DEFAULT_MAX_BODY_BYTES, UPSERT_PATH, create_app
+from .app import DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_BODY_BYTES, UPSERT_PATH, create_app
 from .freshness import is_stale
 from .hookspecs import hookimpl
 from .memory import MemoryStore
@@ -12,6 +12,7 @@ from .static import StaticAccounts, StaticTokens, load_accounts_file
 from .timestamps import format_instant, parse_instant
 
 __all__ = [
+    "DEFAULT_BODY_TIMEOUT",
     "DEFAULT_MAX_BODY_BYTES",
     "ENTRY_POINT_GROUP",
     "UPSERT_PATH",

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from time import perf_counter
 from typing import Any
 
+import anyio
 from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -28,9 +29,10 @@ from .plugins import ConfigurationError, Plugins
 from .snapshot import Account, SnapshotRequest
 from .static import StaticAccounts, StaticTokens
 
-__all__ = ["DEFAULT_MAX_BODY_BYTES", "UPSERT_PATH", "create_app"]
+__all__ = ["DEFAULT_BODY_TIMEOUT", "DEFAULT_MAX_BODY_BYTES", "UPSERT_PATH", "create_app"]
 
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+DEFAULT_BODY_TIMEOUT = 30.0
 UPSERT_PATH = "/runtime-snapshots/upsert"
 
 logger = logging.getLogger(LOGGER_NAME)
@@ -144,10 +146,17 @@ class _Handlers:
     ``X-Request-ID``, outcome counted on :class:`Metrics`, ``request_finished`` told.
     """
 
-    def __init__(self, plugins: Plugins, metrics: Metrics, max_body_bytes: int) -> None:
+    def __init__(
+        self,
+        plugins: Plugins,
+        metrics: Metrics,
+        max_body_bytes: int,
+        body_timeout: float | None = DEFAULT_BODY_TIMEOUT,
+    ) -> None:
         self.plugins = plugins
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
+        self.body_timeout = body_timeout
         self.observe = plugins.observes_requests
 
     async def upsert(self, request: Request) -> Response:
@@ -193,10 +202,13 @@ class _Handlers:
             if principal is None:
                 return _detail(401, "Missing or invalid bearer token", _CHALLENGE), "rejected"
             try:
-                body = await _read_body(request, self.max_body_bytes)
+                with anyio.fail_after(self.body_timeout):  # None: no deadline
+                    body = await _read_body(request, self.max_body_bytes)
             except _BodyTooLarge:
                 limit = self.max_body_bytes
                 return _detail(413, f"Request body exceeds {limit} bytes"), "rejected"
+            except TimeoutError:  # a client trickling its body; the store is never called
+                return _detail(408, "Request body not received in time"), "rejected"
             if not _is_json(_header(request, b"content-type")):
                 error = {
                     "loc": ["header", "content-type"],
@@ -232,6 +244,7 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     entry_points: bool = True,
     openapi: bool = False,
+    body_timeout: float | None = DEFAULT_BODY_TIMEOUT,
 ) -> Starlette:
     """Build the sub-app that serves ``POST /runtime-snapshots/upsert``; mount it anywhere.
 
@@ -241,7 +254,9 @@ def create_app(
     ``accounts`` adds the built-in account list. Built-ins yield to the plugins' own
     ``authenticate`` and ``get_account``. ``entry_points=False`` skips installed plugins.
     ``openapi=True`` also serves the OpenAPI 3.1 document at ``{mount}/openapi.json``
-    (no token needed).
+    (no token needed). ``body_timeout`` is how many seconds a client has to send the whole
+    body once authenticated (``None``: no limit); a slower one gets 408
+    ``{"detail": "Request body not received in time"}`` and the store is not called.
 
     The app keeps its plugin manager on ``app.state.plugins`` and its counters
     (:class:`~runtime_snapshot_mount.Metrics`) on ``app.state.metrics``. Every answer carries
@@ -252,6 +267,8 @@ def create_app(
     """
     if max_body_bytes < 1:
         raise ConfigurationError("max_body_bytes must be at least 1")
+    if body_timeout is not None and not body_timeout > 0:
+        raise ConfigurationError("body_timeout must be a positive number of seconds, or None")
     builtins: list[object] = [MemoryStoreOpener()]
     keys = api_keys if isinstance(api_keys, Mapping) else list(api_keys)
     if keys:
@@ -261,7 +278,7 @@ def create_app(
     manager = Plugins(plugins, builtins=builtins, entry_points=entry_points)
     manager.require("authenticate", "get_account")
     metrics = Metrics()
-    handlers = _Handlers(manager, metrics, max_body_bytes)
+    handlers = _Handlers(manager, metrics, max_body_bytes, body_timeout)
     routes = [Route(UPSERT_PATH, handlers.upsert, methods=["POST"])]
     if openapi:
         document = OpenAPIEndpoint(build_document(UPSERT_PATH, max_body_bytes))

@@ -13,7 +13,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .app import DEFAULT_MAX_BODY_BYTES, create_app
+from .app import DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_BODY_BYTES, create_app
 from .memory import MemoryStoreOpener
 from .operations import RequestIdFilter
 from .plugins import ConfigurationError, Plugins
@@ -50,6 +50,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--workers", type=int, default=1)
     serve.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
+    serve.add_argument(
+        "--body-timeout",
+        type=float,
+        default=DEFAULT_BODY_TIMEOUT,
+        metavar="SECONDS",
+        help=f"seconds to send the whole body, else 408; 0: no limit ({DEFAULT_BODY_TIMEOUT:g})",
+    )
     serve.add_argument(
         "--openapi", action="store_true", help="also serve the OpenAPI document at /openapi.json"
     )
@@ -95,6 +102,8 @@ def _serve_config(args: argparse.Namespace) -> dict[str, Any]:
         )
     if args.max_body_bytes < 1:
         raise ConfigurationError("--max-body-bytes must be at least 1")
+    if not args.body_timeout >= 0:  # NaN too
+        raise ConfigurationError("--body-timeout must be a number of seconds, or 0 for no limit")
     accounts = None
     if args.accounts is not None:
         load_accounts_file(args.accounts)  # fail now, in the parent, with a one-line reason
@@ -104,6 +113,7 @@ def _serve_config(args: argparse.Namespace) -> dict[str, Any]:
         "api_keys": keys,
         "accounts": accounts,
         "max_body_bytes": args.max_body_bytes,
+        "body_timeout": args.body_timeout or None,
         "openapi": args.openapi,
     }
 
@@ -155,6 +165,7 @@ class _StandaloneApp:
             api_keys=config["api_keys"],
             max_body_bytes=config["max_body_bytes"],
             openapi=config.get("openapi", False),
+            body_timeout=config.get("body_timeout", DEFAULT_BODY_TIMEOUT),
         )
 
 

@@ -1,13 +1,16 @@
-"""Helpers for the SQLAlchemy plugin's tests: databases under test, and a TCP proxy."""
+"""Helpers for the SQLAlchemy plugin's tests: requests, databases under test, a TCP proxy."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
+import socket
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +18,32 @@ from runtime_snapshot_mount_sqlalchemy import snapshot_table
 from sqlalchemy import URL, MetaData, Table, create_engine, make_url
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
+EXAMPLE_REQUEST = json.loads((EXAMPLES / "example-request.json").read_text(encoding="utf-8"))
+API_KEY = "test-key"
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+UPSERT = "/runtime-snapshots/upsert"
+FAILURE = {"detail": "Unexpected update failure"}
+
+
+def request_body(account_id: str, version: int) -> dict[str, Any]:
+    """The API page's example request for ``account_id`` at ``version``."""
+    return {
+        **EXAMPLE_REQUEST,
+        "account_id": account_id,
+        "strategy_version": version,
+        "snapshot_id": f"v{version}",
+    }
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
 
 POSTGRES_VARIABLE = "RSM_TEST_POSTGRES_URL"
 MYSQL_VARIABLE = "RSM_TEST_MYSQL_URL"

@@ -13,41 +13,28 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 from runtime_snapshot_mount_sqlalchemy import SQLAlchemyStore
 from sqlalchemy import create_engine
 from sqlalchemy.ext.asyncio import create_async_engine
-from support_sqlalchemy import Database, TcpProxy, dispose
+from support_sqlalchemy import (
+    API_KEY,
+    AUTH,
+    EXAMPLE_REQUEST,
+    EXAMPLES,
+    FAILURE,
+    UPSERT,
+    Database,
+    TcpProxy,
+    dispose,
+    free_port,
+    request_body,
+)
 
 from runtime_snapshot_mount import create_app, parse_instant
 from runtime_snapshot_mount.testing import new_account_id
-
-EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
-EXAMPLE_REQUEST = json.loads((EXAMPLES / "example-request.json").read_text(encoding="utf-8"))
-API_KEY = "test-key"
-AUTH = {"Authorization": f"Bearer {API_KEY}"}
-UPSERT = "/runtime-snapshots/upsert"
-FAILURE = {"detail": "Unexpected update failure"}
-
-
-def request_body(account_id: str, version: int) -> dict[str, Any]:
-    """The API page's example request for ``account_id`` at ``version``."""
-    return {
-        **EXAMPLE_REQUEST,
-        "account_id": account_id,
-        "strategy_version": version,
-        "snapshot_id": f"v{version}",
-    }
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @contextlib.contextmanager
