@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
+import sys
 import traceback
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Coroutine, Iterable, Mapping
 from time import perf_counter
-from typing import Any
+from typing import Any, NamedTuple
 
 import anyio
 from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from .memory import MemoryStoreOpener
 from .openapi import OPENAPI_PATH, OpenAPIEndpoint, build_document
@@ -22,6 +26,7 @@ from .operations import (
     LOGGER_NAME,
     Metrics,
     bind_request_id,
+    current_request_id,
     request_id_from_header,
     unbind_request_id,
 )
@@ -36,32 +41,62 @@ DEFAULT_BODY_TIMEOUT = 30.0
 UPSERT_PATH = "/runtime-snapshots/upsert"
 
 logger = logging.getLogger(LOGGER_NAME)
-_CHALLENGE = {"WWW-Authenticate": "Bearer"}
-
-
-def _detail(status_code: int, detail: str, headers: Mapping[str, str] | None = None) -> Response:
-    return JSONResponse({"detail": detail}, status_code=status_code, headers=headers)
+_CHALLENGE = ((b"www-authenticate", b"Bearer"),)
+_JSON_HEADER = (b"content-type", b"application/json")
+_encode = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
 
 
 class _BodyTooLarge(Exception):
     pass
 
 
-def _header(request: Request, name: bytes) -> str:
-    """The first value of the header ``name`` (lower case), or ``""``; no exception if absent."""
-    headers: list[tuple[bytes, bytes]] = request.scope["headers"]
-    for key, value in headers:
-        if key == name:
-            return value.decode("latin-1")
-    return ""
+class _Answer(NamedTuple):
+    """One answer: its status, JSON content, outcome for the counters, and extra headers."""
+
+    status: int
+    content: Any
+    outcome: str  # applied, ignored, rejected or failed
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+
+    def encode(self, request_id: str) -> tuple[list[tuple[bytes, bytes]], bytes]:
+        """The response's raw headers and body."""
+        body = _encode(self.content).encode("utf-8") if self.content is not None else b""
+        headers = [
+            _JSON_HEADER,
+            (b"content-length", str(len(body)).encode("ascii")),
+            (b"x-request-id", request_id.encode("ascii")),
+            *self.headers,
+        ]
+        return headers, body
 
 
-def _bearer_token(request: Request) -> str | None:
-    scheme, _, token = _header(request, b"authorization").partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token:
-        return None
-    return token
+def _detail(status: int, detail: str, outcome: str = "rejected", headers: Any = ()) -> _Answer:
+    return _Answer(status, {"detail": detail}, outcome, headers)
+
+
+class _Headers:
+    """The request headers the endpoint reads, found in one pass over the ASGI scope."""
+
+    __slots__ = ("authorization", "content_length", "content_type", "request_id")
+
+    def __init__(self, scope: Scope) -> None:
+        self.authorization = self.content_type = self.content_length = self.request_id = ""
+        for key, value in scope["headers"]:
+            if key == b"authorization":
+                self.authorization = self.authorization or value.decode("latin-1")
+            elif key == b"content-type":
+                self.content_type = self.content_type or value.decode("latin-1")
+            elif key == b"content-length":
+                self.content_length = self.content_length or value.decode("latin-1")
+            elif key == b"x-request-id":
+                self.request_id = self.request_id or value.decode("latin-1")
+
+    def bearer_token(self) -> str | None:
+        scheme, _, token = self.authorization.partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            return None
+        return token
 
 
 def _is_json(content_type: str) -> bool:
@@ -79,21 +114,56 @@ def _declares_more_than(content_length: str, limit: int) -> bool:
     return len(digits) > len(str(limit)) or int(digits or "0") > limit
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    if _declares_more_than(_header(request, b"content-length"), limit):
-        raise _BodyTooLarge
+async def _read_body(receive: Receive, limit: int) -> bytes:
+    """The whole body, refusing it as soon as more than ``limit`` bytes have arrived."""
     chunks = []
     size = 0
-    async for chunk in request.stream():
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise ClientDisconnect
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise _BodyTooLarge
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def _unprocessable(errors: list[dict[str, Any]]) -> JSONResponse:
-    return JSONResponse({"detail": errors}, status_code=422)
+async def _read_body_within(receive: Receive, limit: int, seconds: float | None) -> bytes:
+    """:func:`_read_body`, raising :class:`TimeoutError` after ``seconds`` (``None``: never).
+
+    On asyncio the deadline is one timer that cancels this task (what ``asyncio.timeout``
+    does, at a third of its cost); on another event loop, anyio's ``fail_after``.
+    """
+    if seconds is None:
+        return await _read_body(receive, limit)
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # another event loop, such as trio's
+        with anyio.fail_after(seconds):
+            return await _read_body(receive, limit)
+    task = asyncio.current_task()
+    assert task is not None
+    expired = False
+
+    def expire() -> None:
+        nonlocal expired
+        expired = True
+        task.cancel()
+
+    timer = loop.call_later(seconds, expire)
+    try:
+        return await _read_body(receive, limit)
+    except asyncio.CancelledError:
+        if not expired:
+            raise
+        if sys.version_info >= (3, 11):
+            task.uncancel()
+        raise TimeoutError from None
+    finally:
+        timer.cancel()
 
 
 def _validation_errors(error: ValidationError) -> list[dict[str, Any]]:
@@ -115,32 +185,45 @@ def _log_failure(error: Exception, request_id: str, token: str | None) -> None:
     logger.exception(message, request_id)
 
 
-_Answer = tuple[Response, str]  # the response, and its outcome for the counters
-
-
 def _applied(payload: SnapshotRequest) -> _Answer:
-    body = {
+    content = {
         "status": "upserted",
         "account_id": payload.account_id,
         "snapshot_id": payload.snapshot_id,
         "strategy_version": payload.strategy_version,
         "strategy_synced_at": payload.strategy_synced_at,
     }
-    return JSONResponse(body), "applied"
+    return _Answer(200, content, "applied")
 
 
 def _ignored(payload: SnapshotRequest) -> _Answer:
-    body = {
+    content = {
         "status": "ignored_stale",
         "account_id": payload.account_id,
         "snapshot_id": payload.snapshot_id,
         "strategy_version": payload.strategy_version,
     }
-    return JSONResponse(body), "ignored"
+    return _Answer(200, content, "ignored")
 
 
-class _Handlers:
-    """The route and the router's error handler of one app, around its plugins and counters.
+_WRONG_CONTENT_TYPE = _Answer(
+    422,
+    {
+        "detail": [
+            {
+                "loc": ["header", "content-type"],
+                "msg": "Content-Type must be application/json",
+                "type": "content_type",
+            }
+        ]
+    },
+    "rejected",
+)
+
+
+class _Endpoint:
+    """The route, as a plain ASGI app (no Request or Response objects on the hot path), and
+    the router's error handler, around one app's plugins and counters.
 
     Every answer goes through :meth:`_observed`: request id bound for logging and echoed in
     ``X-Request-ID``, outcome counted on :class:`Metrics`, ``request_finished`` told.
@@ -151,7 +234,7 @@ class _Handlers:
         plugins: Plugins,
         metrics: Metrics,
         max_body_bytes: int,
-        body_timeout: float | None = DEFAULT_BODY_TIMEOUT,
+        body_timeout: float | None,
     ) -> None:
         self.plugins = plugins
         self.metrics = metrics
@@ -159,82 +242,87 @@ class _Handlers:
         self.body_timeout = body_timeout
         self.observe = plugins.observes_requests
 
-    async def upsert(self, request: Request) -> Response:
-        return await self._observed(request, self._upsert, None)
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = _Headers(scope)
+        answer, request_id = await self._observed(headers, self._upsert(headers, receive))
+        raw_headers, body = answer.encode(request_id)
+        await send({"type": "http.response.start", "status": answer.status, "headers": raw_headers})
+        await send({"type": "http.response.body", "body": body})
 
     async def http_error(self, request: Request, exc: Exception) -> Response:
         """The router's own answers: 404 for an unknown path, 405 for another method."""
         assert isinstance(exc, HTTPException)
-        return await self._observed(request, self._route_error, exc)
+        outcome = "failed" if exc.status_code >= 500 else "rejected"
+        extra = tuple(
+            (key.lower().encode("latin-1"), value.encode("latin-1"))
+            for key, value in (exc.headers or {}).items()
+        )
+        answer = _detail(exc.status_code, exc.detail, outcome, extra)
+        answer, request_id = await self._observed(_Headers(request.scope), _ready(answer))
+        response = Response(status_code=answer.status)
+        response.raw_headers, response.body = answer.encode(request_id)
+        return response
 
     async def _observed(
-        self,
-        request: Request,
-        answer: Callable[[Request, str, Any], Awaitable[_Answer]],
-        argument: Any,
-    ) -> Response:
-        request_id = request_id_from_header(_header(request, b"x-request-id"))
+        self, headers: _Headers, answering: Coroutine[Any, Any, _Answer]
+    ) -> tuple[_Answer, str]:
+        request_id = request_id_from_header(headers.request_id)
         bound = bind_request_id(request_id)
         try:
             started = perf_counter() if self.observe else 0.0
-            response, outcome = await answer(request, request_id, argument)
-            status = response.status_code
-            self.metrics.count(status, outcome)
+            answer = await answering
+            self.metrics.count(answer.status, answer.outcome)
             if self.observe:
                 elapsed = perf_counter() - started
-                await self.plugins.request_finished(status, outcome, request_id, elapsed)
+                await self.plugins.request_finished(
+                    answer.status, answer.outcome, request_id, elapsed
+                )
         finally:
             unbind_request_id(bound)
-        response.raw_headers.append((b"x-request-id", request_id.encode("ascii")))
-        return response
+        return answer, request_id
 
-    @staticmethod
-    async def _route_error(request: Request, request_id: str, exc: HTTPException) -> _Answer:
-        outcome = "failed" if exc.status_code >= 500 else "rejected"
-        return _detail(exc.status_code, exc.detail, exc.headers), outcome
-
-    async def _upsert(self, request: Request, request_id: str, _: None) -> _Answer:
+    async def _upsert(self, headers: _Headers, receive: Receive) -> _Answer:
         plugins = self.plugins
         token = None
         try:
-            token = _bearer_token(request)
+            token = headers.bearer_token()
             principal = None if token is None else await plugins.authenticate(token)
             if principal is None:
-                return _detail(401, "Missing or invalid bearer token", _CHALLENGE), "rejected"
+                return _detail(401, "Missing or invalid bearer token", headers=_CHALLENGE)
+            limit = self.max_body_bytes
             try:
-                with anyio.fail_after(self.body_timeout):  # None: no deadline
-                    body = await _read_body(request, self.max_body_bytes)
+                if _declares_more_than(headers.content_length, limit):
+                    raise _BodyTooLarge
+                body = await _read_body_within(receive, limit, self.body_timeout)
             except _BodyTooLarge:
-                limit = self.max_body_bytes
-                return _detail(413, f"Request body exceeds {limit} bytes"), "rejected"
+                return _detail(413, f"Request body exceeds {limit} bytes")
             except TimeoutError:  # a client trickling its body; the store is never called
-                return _detail(408, "Request body not received in time"), "rejected"
-            if not _is_json(_header(request, b"content-type")):
-                error = {
-                    "loc": ["header", "content-type"],
-                    "msg": "Content-Type must be application/json",
-                    "type": "content_type",
-                }
-                return _unprocessable([error]), "rejected"
+                return _detail(408, "Request body not received in time")
+            if not _is_json(headers.content_type):
+                return _WRONG_CONTENT_TYPE
             try:
                 payload = SnapshotRequest.model_validate_json(body)
             except ValidationError as error:
-                return _unprocessable(_validation_errors(error)), "rejected"
+                return _Answer(422, {"detail": _validation_errors(error)}, "rejected")
             snapshot = payload.to_snapshot()
             account = await plugins.get_account(snapshot.account_id, principal)
             if account is None or not account.active:
-                return _detail(404, "Account not found or inactive"), "rejected"
+                return _detail(404, "Account not found or inactive")
             result = await plugins.store_upsert(snapshot)
         except ClientDisconnect:
-            return Response(status_code=400), "rejected"
+            return _Answer(400, None, "rejected")
         except Exception as error:
-            _log_failure(error, request_id, token)
-            return _detail(500, "Unexpected update failure"), "failed"
+            _log_failure(error, current_request_id() or "-", token)
+            return _detail(500, "Unexpected update failure", "failed")
         if result.applied:
             await plugins.snapshot_applied(snapshot, principal)
             return _applied(payload)
         await plugins.snapshot_ignored(snapshot, result.current, principal)
         return _ignored(payload)
+
+
+async def _ready(answer: _Answer) -> _Answer:
+    return answer
 
 
 def create_app(
@@ -278,12 +366,12 @@ def create_app(
     manager = Plugins(plugins, builtins=builtins, entry_points=entry_points)
     manager.require("authenticate", "get_account")
     metrics = Metrics()
-    handlers = _Handlers(manager, metrics, max_body_bytes, body_timeout)
-    routes = [Route(UPSERT_PATH, handlers.upsert, methods=["POST"])]
+    endpoint = _Endpoint(manager, metrics, max_body_bytes, body_timeout)
+    routes = [Route(UPSERT_PATH, endpoint, methods=["POST"])]
     if openapi:
         document = OpenAPIEndpoint(build_document(UPSERT_PATH, max_body_bytes))
         routes.append(Route(OPENAPI_PATH, document.serve, methods=["GET"]))
-    app = Starlette(routes=routes, exception_handlers={HTTPException: handlers.http_error})
+    app = Starlette(routes=routes, exception_handlers={HTTPException: endpoint.http_error})
     app.state.plugins = manager
     app.state.metrics = metrics
     return app

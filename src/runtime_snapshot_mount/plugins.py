@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import pluggy
 
@@ -17,7 +17,13 @@ __all__ = ["ENTRY_POINT_GROUP", "ConfigurationError", "Plugins"]
 ENTRY_POINT_GROUP = hookspecs.PROJECT
 logger = logging.getLogger("runtime_snapshot_mount")
 
-_Impl = tuple[Callable[..., Any], tuple[str, ...]]
+
+class _Impl(NamedTuple):
+    """One hook implementation, ready to call with the hook's arguments in the spec's order."""
+
+    function: Callable[..., Any]
+    picks: tuple[int, ...] | None  # which spec arguments it takes; None: all, in order
+    is_async: bool
 
 
 class ConfigurationError(Exception):
@@ -31,7 +37,7 @@ def _describe(plugin: object) -> str:
 def _impls(hook: pluggy.HookCaller) -> tuple[_Impl, ...]:
     """The implementations of ``hook`` in the order pluggy would call them."""
     found: list[_Impl] = []
-    spec_args = set(hook.spec.argnames) if hook.spec else set()
+    spec_args = tuple(hook.spec.argnames) if hook.spec else ()
     for impl in reversed(hook.get_hookimpls()):
         where = f"{_describe(impl.plugin)}.{hook.name}"
         if impl.hookwrapper or impl.wrapper:
@@ -41,21 +47,28 @@ def _impls(hook: pluggy.HookCaller) -> tuple[_Impl, ...]:
                 raise ConfigurationError(
                     f"{where}: parameter {name!r} has a default value, so it would never be passed"
                 )
-        found.append((impl.function, tuple(impl.argnames)))
+        argnames = tuple(impl.argnames)
+        picks = None if argnames == spec_args else tuple(spec_args.index(n) for n in argnames)
+        is_async = inspect.iscoroutinefunction(impl.function)
+        found.append(_Impl(impl.function, picks, is_async))
     return tuple(found)
 
 
-async def _call(impl: _Impl, kwargs: dict[str, Any]) -> Any:
-    function, argnames = impl
-    result = function(*[kwargs[name] for name in argnames])
-    if inspect.isawaitable(result):
+async def _call(impl: _Impl, args: tuple[Any, ...]) -> Any:
+    function, picks, is_async = impl
+    if picks is not None:
+        args = tuple([args[index] for index in picks])
+    if is_async:
+        return await function(*args)
+    result = function(*args)
+    if result is not None and inspect.isawaitable(result):
         result = await result
     return result
 
 
-async def _first(impls: tuple[_Impl, ...], **kwargs: Any) -> Any:
+async def _first(impls: tuple[_Impl, ...], *args: Any) -> Any:
     for impl in impls:
-        result = await _call(impl, kwargs)
+        result = await _call(impl, args)
         if result is not None:
             return result
     return None
@@ -135,42 +148,40 @@ class Plugins:
         return [_describe(p) for p in self.manager.get_plugins()]
 
     async def authenticate(self, token: str) -> Any | None:
-        return await _first(self._authenticate, token=token)
+        return await _first(self._authenticate, token)
 
     async def get_account(self, account_id: str, principal: Any) -> Account | None:
-        result: Account | None = await _first(
-            self._get_account, account_id=account_id, principal=principal
-        )
+        result: Account | None = await _first(self._get_account, account_id, principal)
         return result
 
     async def store_upsert(self, snapshot: Snapshot) -> UpsertResult:
-        result: UpsertResult | None = await _first(self._store_upsert, snapshot=snapshot)
+        result: UpsertResult | None = await _first(self._store_upsert, snapshot)
         if not isinstance(result, UpsertResult):
             raise TypeError(f"store_upsert returned {type(result).__name__}, not UpsertResult")
         return result
 
     async def store_get(self, account_id: str) -> Snapshot | None:
-        result: Snapshot | None = await _first(self._store_get, account_id=account_id)
+        result: Snapshot | None = await _first(self._store_get, account_id)
         return result
 
     async def store_from_url(self, url: str) -> Any | None:
-        return await _first(self._store_from_url, url=url)
+        return await _first(self._store_from_url, url)
 
     async def store_create_tables(self) -> None:
         for impl in self._store_create_tables:
-            await _call(impl, {})
+            await _call(impl, ())
 
     async def store_close(self) -> None:
         for impl in self._store_close:
-            await _call(impl, {})
+            await _call(impl, ())
 
     async def snapshot_applied(self, snapshot: Snapshot, principal: Any) -> None:
-        await self._observe(self._snapshot_applied, snapshot=snapshot, principal=principal)
+        if self._snapshot_applied:
+            await self._observe(self._snapshot_applied, snapshot, principal)
 
     async def snapshot_ignored(self, snapshot: Snapshot, current: Snapshot, principal: Any) -> None:
-        await self._observe(
-            self._snapshot_ignored, snapshot=snapshot, current=current, principal=principal
-        )
+        if self._snapshot_ignored:
+            await self._observe(self._snapshot_ignored, snapshot, current, principal)
 
     @property
     def observes_requests(self) -> bool:
@@ -181,18 +192,12 @@ class Plugins:
         self, status: int, outcome: str, request_id: str, duration_s: float
     ) -> None:
         """Tell every ``request_finished`` observer about an answered request."""
-        await self._observe(
-            self._request_finished,
-            status=status,
-            outcome=outcome,
-            request_id=request_id,
-            duration_s=duration_s,
-        )
+        await self._observe(self._request_finished, status, outcome, request_id, duration_s)
 
     @staticmethod
-    async def _observe(impls: tuple[_Impl, ...], **kwargs: Any) -> None:
+    async def _observe(impls: tuple[_Impl, ...], *args: Any) -> None:
         for impl in impls:
             try:
-                await _call(impl, kwargs)
+                await _call(impl, args)
             except Exception:
-                logger.exception("observer %s raised; the response is unchanged", impl[0])
+                logger.exception("observer %s raised; the response is unchanged", impl.function)
