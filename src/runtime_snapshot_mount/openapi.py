@@ -58,7 +58,7 @@ class IgnoredStaleResponse(BaseModel):
 
 
 class ErrorResponse(BaseModel):
-    """401, 404, 405, 413 and 500: one sentence saying what went wrong."""
+    """401, 404, 405, 408, 413 and 500: one sentence saying what went wrong."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -195,6 +195,10 @@ def build_document(upsert_path: str, max_body_bytes: int) -> dict[str, Any]:
                             },
                         ),
                         "404": answer("Account not found, inactive, or not visible.", error),
+                        "408": answer(
+                            "The body did not arrive within the body timeout; nothing stored.",
+                            error,
+                        ),
                         "413": answer(f"Request body exceeds {max_body_bytes} bytes.", error),
                         "422": answer(
                             "Body not JSON (or Content-Type not application/json or +json), "
