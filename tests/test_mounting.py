@@ -158,3 +158,26 @@ def test_mounted_sub_app_works_while_the_hosts_own_lifespan_runs(
     assert events == ["startup", "shutdown"]
     stored = store.store_get(ACCOUNT)
     assert stored is not None and stored.snapshot_id == EXAMPLE_REQUEST["snapshot_id"]
+
+
+@pytest.mark.anyio
+async def test_middleware_added_to_the_sub_app_sees_every_upsert() -> None:
+    store = MemoryStore()
+    app = make_app(store)
+    seen: list[str] = []
+
+    class Recorder:
+        def __init__(self, inner: object) -> None:
+            self.inner = inner
+
+        async def __call__(self, scope: dict[str, object], receive: object, send: object) -> None:
+            if scope["type"] == "http":
+                seen.append(f"{scope['method']} {scope['path']}")
+            await self.inner(scope, receive, send)  # type: ignore[operator]
+
+    app.add_middleware(Recorder)
+    host = Starlette(routes=[Mount(PREFIX, app=app)])
+    async with client_for(host) as client:
+        response = await post_json(client, EXAMPLE_REQUEST, url=MOUNTED_URL)
+    assert response.content == compact(EXAMPLE_APPLIED)
+    assert seen == [f"POST {MOUNTED_URL}"]

@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .memory import MemoryStoreOpener
 from .openapi import OPENAPI_PATH, OpenAPIEndpoint, build_document
@@ -34,7 +34,13 @@ from .plugins import ConfigurationError, Plugins
 from .snapshot import Account, SnapshotRequest
 from .static import StaticAccounts, StaticTokens
 
-__all__ = ["DEFAULT_BODY_TIMEOUT", "DEFAULT_MAX_BODY_BYTES", "UPSERT_PATH", "create_app"]
+__all__ = [
+    "DEFAULT_BODY_TIMEOUT",
+    "DEFAULT_MAX_BODY_BYTES",
+    "UPSERT_PATH",
+    "SnapshotApp",
+    "create_app",
+]
 
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 DEFAULT_BODY_TIMEOUT = 30.0
@@ -325,6 +331,42 @@ async def _ready(answer: _Answer) -> _Answer:
     return answer
 
 
+class SnapshotApp(Starlette):
+    """The sub-app: a plain Starlette app that hands ``POST {mount}/runtime-snapshots/upsert``
+    straight to its endpoint.
+
+    The endpoint answers every outcome itself, so Starlette's error middleware and router have
+    nothing to add on that one path; everything else (other methods and paths, the OpenAPI
+    document) goes through Starlette as usual, and so does every request once middleware has
+    been added to the app.
+    """
+
+    def __init__(self, endpoint: ASGIApp, **options: Any) -> None:
+        super().__init__(**options)
+        self._upsert = endpoint
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["method"] == "POST"
+            and not self.user_middleware
+            and _route_path(scope) == UPSERT_PATH
+        ):
+            scope["app"] = self
+            await self._upsert(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
+def _route_path(scope: Scope) -> str:
+    """The request path below the mount point (``root_path``), as Starlette's router sees it."""
+    path: str = scope["path"]
+    root_path: str = scope.get("root_path", "")
+    if root_path and path.startswith(root_path):
+        return path[len(root_path) :]
+    return path
+
+
 def create_app(
     *plugins: object,
     api_keys: Iterable[str] | Mapping[str, Any] = (),
@@ -333,7 +375,7 @@ def create_app(
     entry_points: bool = True,
     openapi: bool = False,
     body_timeout: float | None = DEFAULT_BODY_TIMEOUT,
-) -> Starlette:
+) -> SnapshotApp:
     """Build the sub-app that serves ``POST /runtime-snapshots/upsert``; mount it anywhere.
 
     ``plugins`` are plugin objects or modules (exactly one of them, or of the installed
@@ -371,7 +413,9 @@ def create_app(
     if openapi:
         document = OpenAPIEndpoint(build_document(UPSERT_PATH, max_body_bytes))
         routes.append(Route(OPENAPI_PATH, document.serve, methods=["GET"]))
-    app = Starlette(routes=routes, exception_handlers={HTTPException: endpoint.http_error})
+    app = SnapshotApp(
+        endpoint, routes=routes, exception_handlers={HTTPException: endpoint.http_error}
+    )
     app.state.plugins = manager
     app.state.metrics = metrics
     return app

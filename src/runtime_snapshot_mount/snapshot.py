@@ -37,24 +37,31 @@ def check_text(value: str) -> str:
     return value
 
 
-def _check_json_value(value: Any, depth: int) -> None:
-    if isinstance(value, str):
-        check_text(value)
-    elif isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError("must contain only finite numbers")
-    elif isinstance(value, dict | list):
-        if depth > MAX_PERSONALITY_DEPTH:
-            raise ValueError(f"must not nest deeper than {MAX_PERSONALITY_DEPTH} levels")
-        items = value.items() if isinstance(value, dict) else enumerate(value)
-        for key, item in items:
-            if isinstance(key, str):
+def _check_container(value: dict[str, Any] | list[Any], depth: int) -> None:
+    """Check one object or array ``depth`` levels deep, and everything inside it."""
+    if depth > MAX_PERSONALITY_DEPTH:
+        raise ValueError(f"must not nest deeper than {MAX_PERSONALITY_DEPTH} levels")
+    if type(value) is dict:
+        for key in value:
+            if "\x00" in key or not key.isascii():
                 check_text(key)
-            _check_json_value(item, depth + 1)
+        items: Any = value.values()
+    else:
+        items = value
+    for item in items:  # scalars checked inline: one call per container, not per value
+        kind = type(item)
+        if kind is str:
+            if "\x00" in item or not item.isascii():
+                check_text(item)
+        elif kind is float:
+            if not math.isfinite(item):
+                raise ValueError("must contain only finite numbers")
+        elif kind is dict or kind is list:
+            _check_container(item, depth + 1)
 
 
 def _check_personality(value: dict[str, Any]) -> dict[str, Any]:
-    _check_json_value(value, 1)
+    _check_container(value, 1)
     return value
 
 
