@@ -137,39 +137,64 @@ async def _read_body(receive: Receive, limit: int) -> bytes:
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-async def _read_body_within(receive: Receive, limit: int, seconds: float | None) -> bytes:
-    """:func:`_read_body`, raising :class:`TimeoutError` after ``seconds`` (``None``: never).
+class _BodyDeadlines:
+    """How long each request may take to send its body: ``seconds`` (``None``: no limit).
 
-    On asyncio the deadline is one timer that cancels this task (what ``asyncio.timeout``
-    does, at a third of its cost); on another event loop, anyio's ``fail_after``.
+    On asyncio, a request pays for one dict entry, not a timer of its own: a single timer per
+    endpoint, armed while bodies are being read, cancels the readers past their deadline, at a
+    granularity of a quarter of ``seconds`` (at most a second). On another event loop (trio's),
+    anyio's ``fail_after``.
     """
-    if seconds is None:
-        return await _read_body(receive, limit)
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:  # another event loop, such as trio's
-        with anyio.fail_after(seconds):
+
+    def __init__(self, seconds: float | None) -> None:
+        self.seconds = seconds
+        self.granularity = min(1.0, seconds / 4) if seconds else 0.0
+        self.reading: dict[asyncio.Task[Any], float] = {}  # task -> its deadline
+        self.expired: set[asyncio.Task[Any]] = set()
+        self.timer: asyncio.TimerHandle | None = None
+        self.timer_loop: asyncio.AbstractEventLoop | None = None
+
+    async def read(self, receive: Receive, limit: int) -> bytes:
+        """:func:`_read_body`, raising :class:`TimeoutError` once the deadline has passed."""
+        if self.seconds is None:
             return await _read_body(receive, limit)
-    task = asyncio.current_task()
-    assert task is not None
-    expired = False
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # another event loop, such as trio's
+            with anyio.fail_after(self.seconds):
+                return await _read_body(receive, limit)
+        task = asyncio.current_task()
+        assert task is not None
+        self.reading[task] = loop.time() + self.seconds
+        if self.timer is None or self.timer_loop is not loop:
+            self._arm(loop)
+        try:
+            return await _read_body(receive, limit)
+        except asyncio.CancelledError:
+            if task not in self.expired:
+                raise
+            if sys.version_info >= (3, 11):
+                task.uncancel()
+            raise TimeoutError from None
+        finally:
+            self.reading.pop(task, None)
+            self.expired.discard(task)
 
-    def expire() -> None:
-        nonlocal expired
-        expired = True
-        task.cancel()
+    def _arm(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.timer_loop = loop
+        self.timer = loop.call_later(self.granularity, self._expire)
 
-    timer = loop.call_later(seconds, expire)
-    try:
-        return await _read_body(receive, limit)
-    except asyncio.CancelledError:
-        if not expired:
-            raise
-        if sys.version_info >= (3, 11):
-            task.uncancel()
-        raise TimeoutError from None
-    finally:
-        timer.cancel()
+    def _expire(self) -> None:
+        self.timer = None
+        loop = self.timer_loop
+        assert loop is not None
+        now = loop.time()
+        for task, deadline in list(self.reading.items()):
+            if deadline <= now and task not in self.expired and not task.done():
+                self.expired.add(task)
+                task.cancel()
+        if self.reading and not loop.is_closed():
+            self._arm(loop)
 
 
 def _validation_errors(error: ValidationError) -> list[dict[str, Any]]:
@@ -245,7 +270,7 @@ class _Endpoint:
         self.plugins = plugins
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
-        self.body_timeout = body_timeout
+        self.deadlines = _BodyDeadlines(body_timeout)
         self.observe = plugins.observes_requests
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -299,7 +324,7 @@ class _Endpoint:
             try:
                 if _declares_more_than(headers.content_length, limit):
                     raise _BodyTooLarge
-                body = await _read_body_within(receive, limit, self.body_timeout)
+                body = await self.deadlines.read(receive, limit)
             except _BodyTooLarge:
                 return _detail(413, f"Request body exceeds {limit} bytes")
             except TimeoutError:  # a client trickling its body; the store is never called
