@@ -55,7 +55,7 @@ def build_app(database_url: str, api_keys: list[str]) -> FastAPI:
     app.state.engine = engine
     store = SQLAlchemyStore(engine, table=phonefarm_snapshots)
     accounts = SQLAlchemyAccounts(engine, Member, id_column="account_ref", active="enabled")
-    app.mount("/phonefarm", create_app(store, accounts, api_keys=api_keys))
+    app.mount("/phonefarm", create_app(store, accounts, api_keys=api_keys, openapi=True))
     return app
 
 

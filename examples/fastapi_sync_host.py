@@ -57,7 +57,7 @@ def build_app(database_url: str, api_keys: list[str]) -> FastAPI:
     accounts = SQLAlchemyAccounts(
         engine, PhoneAccount, id_column="handle", active=PhoneAccount.status == "active"
     )
-    app.mount("/phonefarm", create_app(store, accounts, api_keys=api_keys))
+    app.mount("/phonefarm", create_app(store, accounts, api_keys=api_keys, openapi=True))
     return app
 
 

@@ -52,6 +52,10 @@ async def assert_serves_the_example(app: FastAPI) -> None:
         retired = {**EXAMPLE_REQUEST, "account_id": RETIRED}
         assert (await client.post(UPSERT, json=retired, headers=auth)).status_code == 404
         assert (await client.post(UPSERT, json=EXAMPLE_REQUEST)).status_code == 401
+        document = (await client.get("/phonefarm/openapi.json")).json()
+        assert document["openapi"].startswith("3.1")
+        assert document["servers"] == [{"url": "/phonefarm"}]
+        assert "/runtime-snapshots/upsert" in document["paths"]
 
 
 async def test_the_sync_engine_host(tmp_path: Path) -> None:
