@@ -34,6 +34,8 @@ T = TypeVar("T")
 AnyEngine = AsyncEngine | Engine
 
 SQLITE_BUSY_TIMEOUT = 30.0
+POOL_SIZE = 20
+MAX_OVERFLOW = 0
 _MAX_DELAY = 0.5
 _SQLITE_BUSY, _SQLITE_LOCKED = 5, 6
 _MYSQL_TRANSIENT = frozenset({1205, 1213})  # lock wait timeout, deadlock
@@ -49,15 +51,23 @@ def create_store_engine(url: str | URL, **options: Any) -> AnyEngine:
 
     Does not connect. SQLite gets a 30-second busy timeout and write-ahead logging (so that
     readers never wait for writers), and an in-memory database one shared connection;
-    MySQL/MariaDB get ``charset=utf8mb4`` unless the URL names a charset. ``options`` go to
-    :func:`~sqlalchemy.create_engine`.
+    MySQL/MariaDB get ``charset=utf8mb4`` unless the URL names a charset. A database server's
+    engine keeps a fixed pool of ``POOL_SIZE`` (20) connections, ``MAX_OVERFLOW`` (0) more: a
+    request that finds all of them busy waits for one (``pool_timeout``, 30 s). Overflow
+    connections are closed whenever they come back while the pool is full, so under a few
+    dozen concurrent requests SQLAlchemy's default 5 + 10 (and even 20 + 10) opened a new
+    server session every few requests. Pass ``pool_size``, ``max_overflow`` or a
+    ``poolclass`` to choose otherwise (with several worker processes, mind the server's
+    ``max_connections``). ``options`` go to :func:`~sqlalchemy.create_engine`.
     """
     url = make_url(url)
     backend = url.get_backend_name()
     if backend == "sqlite":
         options = _sqlite_options(url, options)
-    elif backend in ("mysql", "mariadb") and "charset" not in url.query:
-        url = url.update_query_dict({"charset": "utf8mb4"})
+    else:
+        options = _server_pool_options(options)
+        if backend in ("mysql", "mariadb") and "charset" not in url.query:
+            url = url.update_query_dict({"charset": "utf8mb4"})
     try:
         engine: AnyEngine = create_async_engine(url, **options)
     except exc.InvalidRequestError:  # the driver is not an asyncio one
@@ -65,6 +75,12 @@ def create_store_engine(url: str | URL, **options: Any) -> AnyEngine:
     if backend == "sqlite" and not _is_memory(url):
         _use_wal(engine)
     return engine
+
+
+def _server_pool_options(options: dict[str, Any]) -> dict[str, Any]:
+    if "poolclass" in options or "pool" in options:
+        return options
+    return {"pool_size": POOL_SIZE, "max_overflow": MAX_OVERFLOW, **options}
 
 
 def _is_memory(url: URL) -> bool:

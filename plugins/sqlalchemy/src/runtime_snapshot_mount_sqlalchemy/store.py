@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager, nullcontext
 from functools import partial
+from typing import Any, TypeVar
 
+import anyio
 from sqlalchemy import URL, MetaData, Table
 from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.schema import CreateTable
 
 from runtime_snapshot_mount import Snapshot, UpsertResult, hookimpl
 
 from .engines import AnyEngine, EngineRunner, create_store_engine, retry_transient
+from .fast_path import AsyncpgUpsert, asyncpg_upsert
 from .schema import DEFAULT_TABLE_NAME, check_table, snapshot_from_row, snapshot_table
-from .upserts import Upsert, choose_upsert, select_current
+from .upserts import Upsert, choose_upsert, read_ignored, select_current
 
 __all__ = ["DEFAULT_ATTEMPTS", "SQLAlchemyStore"]
 
 DEFAULT_ATTEMPTS = 5
+T = TypeVar("T")
 
 
 class SQLAlchemyStore:
@@ -32,6 +40,11 @@ class SQLAlchemyStore:
     Each upsert is atomic against every writer sharing the database; deadlocks, lock
     timeouts, serialization failures, a busy SQLite file and dropped connections are retried,
     ``attempts`` tries in all, and then raised (the app answers 500).
+
+    On an ``AsyncEngine`` with the asyncpg driver the upsert is one asyncpg call on a
+    connection of the engine's pool (see :mod:`~runtime_snapshot_mount_sqlalchemy.fast_path`),
+    unless the engine's statements are observed (cursor or execute event listeners, ``echo``),
+    in which case it runs through SQLAlchemy like on every other driver.
 
     Pass the store to ``create_app``; it is deliberately not an entry-point plugin.
     """
@@ -55,6 +68,19 @@ class SQLAlchemyStore:
         self._runner = EngineRunner(self.engine)
         self._select = select_current(self.table)
         self._upsert: Upsert | None = None
+        # SQLite has one writer at a time: this process's upserts take turns on a lock (a
+        # thread lock around the transaction in the worker threads of a sync engine, a task
+        # lock for an async one) rather than in SQLite's busy handler, which polls with
+        # sleeps of up to 100 ms; writers in other processes still meet the busy timeout.
+        sqlite = self.engine.dialect.name == "sqlite"
+        asynchronous = isinstance(self.engine, AsyncEngine)
+        self._writing_task = anyio.Lock() if sqlite and asynchronous else None
+        self._writing_thread: AbstractContextManager[Any] = (
+            threading.Lock() if sqlite and not asynchronous else nullcontext()
+        )
+        self._fast = asyncpg_upsert(self.engine, self.table)
+        if self._fast is not None:  # the normal path (when taken) runs the same statement
+            self._upsert = self._fast.upsert
 
     def __repr__(self) -> str:
         url = self.engine.url.render_as_string(hide_password=True)
@@ -63,8 +89,14 @@ class SQLAlchemyStore:
     @hookimpl
     async def store_upsert(self, snapshot: Snapshot) -> UpsertResult:
         """Apply ``snapshot`` unless a later one is stored, atomically (see ``upserts``)."""
+        fast = self._fast
+        if fast is not None and fast.upsert is self._upsert and fast.usable():
+            return await retry_transient(partial(self._upsert_fast, fast, snapshot), self.attempts)
         work = partial(self._upsert_on, snapshot)
-        return await retry_transient(partial(self._runner.run, work), self.attempts)
+        attempt = partial(self._runner.run, work)
+        if self._writing_task is not None:
+            attempt = partial(_in_turn, self._writing_task, attempt)
+        return await retry_transient(attempt, self.attempts)
 
     @hookimpl
     async def store_get(self, account_id: str) -> Snapshot | None:
@@ -84,12 +116,24 @@ class SQLAlchemyStore:
         if self.owns_engine:
             await self._runner.dispose()
 
+    async def _upsert_fast(self, fast: AsyncpgUpsert, snapshot: Snapshot) -> UpsertResult:
+        """One asyncpg call when applied; when ignored, the later snapshot read as usual."""
+        if await fast.apply(snapshot):
+            return UpsertResult(applied=True, current=snapshot)
+        return await self._runner.run(partial(self._read_ignored_on, snapshot))
+
+    def _read_ignored_on(self, snapshot: Snapshot, connection: Connection) -> UpsertResult:
+        _single_statement(connection)
+        return read_ignored(connection, self._select, snapshot)
+
     def _upsert_on(self, snapshot: Snapshot, connection: Connection) -> UpsertResult:
         if self._upsert is None:  # chosen once connected, when the server version is known
             self._upsert = choose_upsert(connection.dialect, self.table)
-        return self._upsert(connection, snapshot)
+        with self._writing_thread:
+            return self._upsert(connection, snapshot)
 
     def _read_on(self, account_id: str, connection: Connection) -> Snapshot | None:
+        _single_statement(connection)
         key = {"account_id": account_id}
         row = connection.execute(self._select, key).mappings().first()
         return None if row is None else snapshot_from_row(row)
@@ -97,3 +141,15 @@ class SQLAlchemyStore:
     def _create_table_on(self, connection: Connection) -> None:
         with connection.begin():
             connection.execute(CreateTable(self.table, if_not_exists=True))
+
+
+async def _in_turn(lock: anyio.Lock, attempt: Callable[[], Awaitable[T]]) -> T:
+    async with lock:
+        return await attempt()
+
+
+def _single_statement(connection: Connection) -> None:
+    """Let one ``SELECT`` on PostgreSQL run in autocommit mode: it reads a consistent row by
+    itself, and spares the ``BEGIN`` and ``ROLLBACK`` round trips of a transaction."""
+    if connection.dialect.name == "postgresql":
+        connection.execution_options(isolation_level="AUTOCOMMIT")

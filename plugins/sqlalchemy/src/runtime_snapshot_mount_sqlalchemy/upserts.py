@@ -29,7 +29,15 @@ from runtime_snapshot_mount import Snapshot, UpsertResult, is_stale
 from .engines import LostRace
 from .schema import COLUMNS, snapshot_from_row, snapshot_values
 
-__all__ = ["DuplicateKeyUpsert", "LockingUpsert", "OnConflictUpsert", "Upsert", "choose_upsert"]
+__all__ = [
+    "DuplicateKeyUpsert",
+    "LockingUpsert",
+    "OnConflictUpsert",
+    "Upsert",
+    "choose_upsert",
+    "read_ignored",
+    "select_current",
+]
 
 _FRESHNESS = ("strategy_synced_at", "strategy_version")  # compared by the stale rule
 _UPDATED = [name for name in COLUMNS if name != "account_id"]
@@ -75,7 +83,7 @@ def _not_stale(
     )
 
 
-def _read_ignored(
+def read_ignored(
     connection: Connection, statement: Select[Any], snapshot: Snapshot
 ) -> UpsertResult:
     """The answer for an incoming snapshot that a later stored one kept out.
@@ -128,7 +136,7 @@ class OnConflictUpsert:
         with connection.begin():
             if connection.execute(self.statement, snapshot_values(snapshot)).first():
                 return UpsertResult(applied=True, current=snapshot)
-            return _read_ignored(connection, self.select, snapshot)
+            return read_ignored(connection, self.select, snapshot)
 
 
 class DuplicateKeyUpsert:
