@@ -98,6 +98,24 @@ _MATRIX = [
 ]
 
 
+# Equal versions, times that compare as instants: (stored, incoming, incoming applied?).
+_TIME_PAIRS = [
+    # 10:00+02:00 is 08:00Z: earlier than 09:00Z although it sorts later as a string.
+    ("2026-03-22T10:00:00+02:00", "2026-03-22T09:00:00Z", True),
+    ("2026-03-22T09:00:00Z", "2026-03-22T10:00:00+02:00", False),
+    ("2026-03-22T08:00:00-05:30", "2026-03-22T13:30:00Z", True),
+    ("2026-03-22T13:30:00.000001Z", "2026-03-22T08:00:00-05:30", False),
+    ("2026-03-22T00:30:00+01:00", "2026-03-21T23:30:00Z", True),
+    # digits past the sixth are truncated: the first two pairs are the same instant
+    ("2026-03-22T08:30:00.1234569Z", "2026-03-22T08:30:00.123456Z", True),
+    ("2026-03-22T08:30:00.123456Z", "2026-03-22T08:30:00.1234561Z", True),
+    ("2026-03-22T08:30:00.123457Z", "2026-03-22T08:30:00.1234569Z", False),
+    ("2026-03-22T08:30:00.1Z", "2026-03-22T08:30:00.100000Z", True),
+    ("2026-03-22T08:30:00.000002Z", "2026-03-22T08:30:00.000001Z", False),
+    ("2026-03-22T08:30:00Z", "2026-03-22T08:30:00.000001Z", True),
+]
+
+
 class StoreContract:
     """Every rule a store must keep (SPEC §4). Subclass it and provide ``store``."""
 
@@ -182,39 +200,8 @@ class StoreContract:
         assert stored is not None and stored.stage == "two"
 
     @pytest.mark.anyio
-    @pytest.mark.parametrize(
-        ("stored_time", "incoming_time", "applied"),
-        [
-            # 10:00+02:00 is 08:00Z: earlier than 09:00Z although it sorts later as a string.
-            ("2026-03-22T10:00:00+02:00", "2026-03-22T09:00:00Z", True),
-            ("2026-03-22T09:00:00Z", "2026-03-22T10:00:00+02:00", False),
-            ("2026-03-22T08:00:00-05:30", "2026-03-22T13:30:00Z", True),
-            ("2026-03-22T13:30:00.000001Z", "2026-03-22T08:00:00-05:30", False),
-            ("2026-03-22T00:30:00+01:00", "2026-03-21T23:30:00Z", True),
-        ],
-    )
-    async def test_times_compare_as_instants_across_offsets(
-        self, plugins: Plugins, stored_time: str, incoming_time: str, applied: bool
-    ) -> None:
-        account_id = new_account_id()
-        await plugins.store_upsert(make_snapshot(account_id, 3, stored_time))
-        result = await plugins.store_upsert(make_snapshot(account_id, 3, incoming_time))
-        assert result.applied is applied
-
-    @pytest.mark.anyio
-    @pytest.mark.parametrize(
-        ("stored_time", "incoming_time", "applied"),
-        [
-            # digits past the sixth are truncated: these are the same instant
-            ("2026-03-22T08:30:00.1234569Z", "2026-03-22T08:30:00.123456Z", True),
-            ("2026-03-22T08:30:00.123456Z", "2026-03-22T08:30:00.1234561Z", True),
-            ("2026-03-22T08:30:00.123457Z", "2026-03-22T08:30:00.1234569Z", False),
-            ("2026-03-22T08:30:00.1Z", "2026-03-22T08:30:00.100000Z", True),
-            ("2026-03-22T08:30:00.000002Z", "2026-03-22T08:30:00.000001Z", False),
-            ("2026-03-22T08:30:00Z", "2026-03-22T08:30:00.000001Z", True),
-        ],
-    )
-    async def test_fractional_seconds_compare_at_microsecond_precision(
+    @pytest.mark.parametrize(("stored_time", "incoming_time", "applied"), _TIME_PAIRS)
+    async def test_times_compare_as_instants_at_microsecond_precision(
         self, plugins: Plugins, stored_time: str, incoming_time: str, applied: bool
     ) -> None:
         account_id = new_account_id()
