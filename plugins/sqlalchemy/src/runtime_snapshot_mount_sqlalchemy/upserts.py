@@ -181,8 +181,11 @@ class DuplicateKeyUpsert:
 class LockingUpsert:
     """Any other dialect: lock the row (``SELECT ... FOR UPDATE``), compare, then write.
 
-    Two first writes of one account may both find no row; the one whose ``INSERT`` then
-    fails on the primary key gives up with :class:`LostRace`, and is tried again.
+    An account with no row yet is inserted in a transaction of its own, after the locking read's
+    transaction has ended: holding the read's gap lock while inserting would deadlock every
+    concurrent first write of the account (InnoDB). Two first writes that both found no row: the
+    one whose ``INSERT`` fails on the primary key gives up with :class:`LostRace`, and is tried
+    again, when it finds the row.
     """
 
     def __init__(self, table: Table) -> None:
@@ -191,20 +194,21 @@ class LockingUpsert:
         self.update = update(table).where(table.c.account_id == bindparam("stored_account_id"))
 
     def __call__(self, connection: Connection, snapshot: Snapshot) -> UpsertResult:
-        """Two statements: the locking read, then the write."""
+        """The locking read, then the update; or, with no row yet, the insert."""
         values = snapshot_values(snapshot)
         with connection.begin():
             key = {"account_id": snapshot.account_id}
             row = connection.execute(self.locking_select, key).mappings().first()
-            stored = None if row is None else snapshot_from_row(row)
-            if stored is not None and is_stale(snapshot, stored):
-                return UpsertResult(applied=False, current=stored)
-            if stored is None:
-                self._insert(connection, values)
-            else:
+            if row is not None:
+                stored = snapshot_from_row(row)
+                if is_stale(snapshot, stored):
+                    return UpsertResult(applied=False, current=stored)
                 changes = {name: values[name] for name in _UPDATED}
                 changes["stored_account_id"] = snapshot.account_id
                 connection.execute(self.update, changes)
+                return UpsertResult(applied=True, current=snapshot)
+        with connection.begin():
+            self._insert(connection, values)
         return UpsertResult(applied=True, current=snapshot)
 
     def _insert(self, connection: Connection, values: dict[str, Any]) -> None:
