@@ -20,25 +20,13 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
+from runtime_snapshot_mount_sqlalchemy.schema import COLUMNS  # the plugin's own table shape
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 UPSERT_PATH = "/runtime-snapshots/upsert"
-
-COLUMNS = (
-    "account_id",
-    "ugc_account_id",
-    "snapshot_id",
-    "strategy_version",
-    "content_hash",
-    "strategy_synced_at",
-    "stage",
-    "active_action",
-    "active_skills",
-    "personality",
-)
 
 
 def create_table_sql(table: str) -> str:

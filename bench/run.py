@@ -29,6 +29,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -207,24 +208,15 @@ def wait_for_quiet(limit: float, max_wait: float) -> float:
             return busy
 
 
+EXAMPLE_REQUEST = json.loads(
+    (Path(__file__).resolve().parent.parent / "examples" / "example-request.json").read_text()
+)
+
+
 def example_body(account: str, version: int) -> bytes:
-    return json.dumps(
-        {
-            "account_id": account,
-            "ugc_account_id": "ugc_123",
-            "snapshot_id": "snapshot-2026-03-22-001",
-            "strategy_version": version,
-            "content_hash": "sha256:abc123",
-            "strategy_synced_at": "2026-03-22T08:30:00.000Z",
-            "stage": "warmup",
-            "active_action": "keyword_warmup",
-            "active_skills": ["warmup", "commenting"],
-            "personality": {
-                "comment_style": "casual, validating",
-                "interests": ["healthy recipes", "meal prep"],
-            },
-        }
-    ).encode()
+    """The API page's example request for ``account`` at ``version``."""
+    body = {**EXAMPLE_REQUEST, "account_id": account, "strategy_version": version}
+    return json.dumps(body).encode()
 
 
 def wait_ready(process: subprocess.Popen[bytes], port: int, log_path: str, timeout: float) -> None:
