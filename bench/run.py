@@ -469,17 +469,16 @@ def reset_state(target: str, s: Settings) -> None:
             pg_execute(libpq_dsn(s.pg_url), ceiling_db.create_table_sql(s.ceiling_table))
 
 
-def wrk(port: int, connections: int, duration: float, s: Settings) -> tuple[dict[str, Any], float]:
-    """One wrk run; returns its BENCH_JSON figures and the CPU seconds wrk itself used."""
-    command = pinned(
+def wrk_command(port: int, connections: int, seconds: int, s: Settings, *options: str) -> list[str]:
+    """The wrk command line (pinned to the client core) that runs upsert.lua against ``port``."""
+    return pinned(
         s.client_cpu,
         [
             "wrk",
             f"-t{s.wrk_threads}",
             f"-c{connections}",
-            f"-d{max(1, round(duration))}s",
-            "--timeout",
-            "30s",
+            f"-d{seconds}s",
+            *options,
             "-s",
             os.path.join(HERE, "upsert.lua"),
             f"http://127.0.0.1:{port}{PATH}",
@@ -490,6 +489,11 @@ def wrk(port: int, connections: int, duration: float, s: Settings) -> tuple[dict
             str(s.wrk_threads),
         ],
     )
+
+
+def wrk(port: int, connections: int, duration: float, s: Settings) -> tuple[dict[str, Any], float]:
+    """One wrk run; returns its BENCH_JSON figures and the CPU seconds wrk itself used."""
+    command = wrk_command(port, connections, max(1, round(duration)), s, "--timeout", "30s")
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     completed = subprocess.run(
         command, capture_output=True, text=True, timeout=duration + 90, check=False
@@ -577,23 +581,7 @@ def profile_target(target: str, s: Settings, seconds: float, out_dir: str) -> di
     svg_path = os.path.join(out_dir, f"profile-{target}.svg")
     with server(target, s) as (process, port):
         loader = start(
-            pinned(
-                s.client_cpu,
-                [
-                    "wrk",
-                    f"-t{s.wrk_threads}",
-                    f"-c{connections_of(target, s)}",
-                    f"-d{round(2 * seconds + 6)}s",
-                    "-s",
-                    os.path.join(HERE, "upsert.lua"),
-                    f"http://127.0.0.1:{port}{PATH}",
-                    "--",
-                    str(s.next_base()),
-                    str(s.accounts),
-                    TOKEN,
-                    str(s.wrk_threads),
-                ],
-            ),
+            wrk_command(port, connections_of(target, s), round(2 * seconds + 6), s),
             os.path.join(s.workdir, "wrk-profile.log"),
         )
         try:

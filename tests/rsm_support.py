@@ -271,3 +271,18 @@ def serving(*args: str, directory: Path, env: dict[str, str] | None = None) -> I
         yield f"http://127.0.0.1:{port}"
     finally:
         stop(process)
+
+
+def install_entry_point(site: Path, module: str, source: str, name: str = "plugin") -> None:
+    """Write ``module`` (``source``) into ``site`` as an installed distribution whose entry
+    point in the ``runtime_snapshot_mount`` group loads ``module:plugin``."""
+    (site / f"{module}.py").write_text(source, encoding="utf-8")
+    dist_info = site / f"{module}-0.1.dist-info"
+    dist_info.mkdir()
+    (dist_info / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: {module.replace('_', '-')}\nVersion: 0.1\n",
+        encoding="utf-8",
+    )
+    (dist_info / "entry_points.txt").write_text(
+        f"[runtime_snapshot_mount]\n{name} = {module}:plugin\n", encoding="utf-8"
+    )

@@ -28,6 +28,7 @@ from rsm_support import (
     compact,
     example,
     free_port,
+    install_entry_point,
     run_cli,
     stop,
     wait_until_listening,
@@ -248,7 +249,9 @@ def prefilled_store_plugin(tmp_path: Path) -> dict[str, str]:
     store that already holds the example snapshot. Returns the environment to run with."""
     site = tmp_path / "site"
     site.mkdir()
-    (site / "rsm_prefilled_store.py").write_text(
+    install_entry_point(
+        site,
+        "rsm_prefilled_store",
         textwrap.dedent(
             f"""
             from runtime_snapshot_mount import MemoryStore, hookimpl
@@ -273,15 +276,7 @@ def prefilled_store_plugin(tmp_path: Path) -> dict[str, str]:
             plugin = Opener()
             """
         ),
-        encoding="utf-8",
-    )
-    dist_info = site / "rsm_prefilled_store-0.1.dist-info"
-    dist_info.mkdir()
-    (dist_info / "METADATA").write_text(
-        "Metadata-Version: 2.1\nName: rsm-prefilled-store\nVersion: 0.1\n", encoding="utf-8"
-    )
-    (dist_info / "entry_points.txt").write_text(
-        "[runtime_snapshot_mount]\nprefilled = rsm_prefilled_store:plugin\n", encoding="utf-8"
+        name="prefilled",
     )
     path = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
     return clean_env(PYTHONPATH=path)

@@ -21,6 +21,7 @@ from rsm_support import (
     client_for,
     compact,
     example,
+    install_entry_point,
     make_app,
     post_json,
 )
@@ -392,7 +393,9 @@ def entry_point_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Itera
     Yields the module name; the module keeps ``CALLS`` of its observer.
     """
     module = f"rsm_entry_point_plugin_{uuid.uuid4().hex}"
-    (tmp_path / f"{module}.py").write_text(
+    install_entry_point(
+        tmp_path,
+        module,
         textwrap.dedent(
             """
             from runtime_snapshot_mount import Principal, hookimpl
@@ -413,15 +416,7 @@ def entry_point_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Itera
             plugin = Plugin()
             """
         ),
-        encoding="utf-8",
-    )
-    dist_info = tmp_path / "rsm_entry_point_test-0.1.dist-info"
-    dist_info.mkdir()
-    (dist_info / "METADATA").write_text(
-        "Metadata-Version: 2.1\nName: rsm-entry-point-test\nVersion: 0.1\n", encoding="utf-8"
-    )
-    (dist_info / "entry_points.txt").write_text(
-        f"[runtime_snapshot_mount]\nrsm_entry_point_test = {module}:plugin\n", encoding="utf-8"
+        name="rsm_entry_point_test",
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delitem(sys.modules, module, raising=False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 import pluggy
@@ -142,10 +142,6 @@ class Plugins:
                     f"no plugin implements {name!r}: "
                     "pass api_keys= and accounts= or plugins that implement it"
                 )
-
-    def plugin_names(self) -> Sequence[str]:
-        """The registered plugins, for diagnostics."""
-        return [_describe(p) for p in self.manager.get_plugins()]
 
     async def authenticate(self, token: str) -> Any | None:
         return await _first(self._authenticate, token)
