@@ -143,6 +143,10 @@ class Plugins:
                     "pass api_keys= and accounts= or plugins that implement it"
                 )
 
+    def plugin_names(self) -> list[str]:
+        """The registered plugins, for diagnostics."""
+        return [_describe(p) for p in self.manager.get_plugins()]
+
     async def authenticate(self, token: str) -> Any | None:
         return await _first(self._authenticate, token)
 
