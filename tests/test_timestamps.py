@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from runtime_snapshot_mount import format_instant, parse_instant
+from runtime_snapshot_mount.timestamps import _parse_general
 
 UTC = timezone.utc
 
@@ -165,3 +166,33 @@ def test_parse_of_format_of_parse_is_the_same_instant(text: str) -> None:
 )
 def test_every_utc_instant_round_trips_through_format_and_parse(instant: datetime) -> None:
     assert parse_instant(format_instant(instant)) == instant
+
+
+@settings(max_examples=300)
+@given(
+    st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31, 23, 59, 59)),
+    st.sampled_from([0, 3, 6]),
+)
+def test_the_common_utc_spelling_parses_as_the_general_parser_does(
+    moment: datetime, fraction_digits: int
+) -> None:
+    # parse_instant reads 2026-03-22T08:30:00[.fff|.ffffff]Z with datetime.fromisoformat;
+    # every other spelling, and every refusal, goes through the general parser.
+    text = (
+        moment.isoformat(
+            timespec={0: "seconds", 3: "milliseconds", 6: "microseconds"}[fraction_digits]
+        )
+        + "Z"
+    )
+    parsed = parse_instant(text)
+    assert parsed == _parse_general(text)
+    assert parsed.tzinfo is UTC
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["2026-02-29T08:30:00Z", "2026-02-30T08:30:00.000Z", "0000-01-01T00:00:00.000000Z"],
+)
+def test_impossible_dates_in_the_common_spelling_get_the_general_reason(text: str) -> None:
+    with pytest.raises(ValueError, match="is not a possible date and time"):
+        parse_instant(text)

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import sys
 import traceback
-from collections.abc import Coroutine, Iterable, Mapping
+import types
+from collections.abc import Coroutine, Generator, Iterable, Mapping
+from time import monotonic as _monotonic
 from time import perf_counter
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import anyio
 from pydantic import ValidationError
+from pydantic_core import to_json
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
@@ -31,7 +33,7 @@ from .operations import (
     unbind_request_id,
 )
 from .plugins import ConfigurationError, Plugins
-from .snapshot import Account, SnapshotRequest
+from .snapshot import Account, Snapshot, parse_upsert
 from .static import StaticAccounts, StaticTokens
 
 __all__ = [
@@ -49,7 +51,10 @@ UPSERT_PATH = "/runtime-snapshots/upsert"
 logger = logging.getLogger(LOGGER_NAME)
 _CHALLENGE = ((b"www-authenticate", b"Bearer"),)
 _JSON_HEADER = (b"content-type", b"application/json")
-_encode = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+
+
+_current_task = asyncio.current_task
+T = TypeVar("T")
 
 
 class _BodyTooLarge(Exception):
@@ -66,7 +71,7 @@ class _Answer(NamedTuple):
 
     def encode(self, request_id: str) -> tuple[list[tuple[bytes, bytes]], bytes]:
         """The response's raw headers and body."""
-        body = _encode(self.content).encode("utf-8") if self.content is not None else b""
+        body = b"" if self.content is None else to_json(self.content)
         headers = [
             _JSON_HEADER,
             (b"content-length", str(len(body)).encode("ascii")),
@@ -137,6 +142,25 @@ async def _read_body(receive: Receive, limit: int) -> bytes:
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
+@types.coroutine
+def _resumed(coroutine: Coroutine[Any, Any, T], waiting_on: Any) -> Generator[Any, Any, T]:
+    """Await ``coroutine``, which has already been started and is waiting on ``waiting_on``.
+
+    The event loop gets ``waiting_on`` as if the coroutine had handed it over itself, and
+    resumes (or cancels) the coroutine exactly as it would have.
+    """
+    while True:
+        try:
+            yield waiting_on
+        except BaseException as error:
+            try:
+                waiting_on = coroutine.throw(error)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+            continue
+        return (yield from coroutine.__await__())
+
+
 class _BodyDeadlines:
     """How long each request may take to send its body: ``seconds`` (``None``: no limit).
 
@@ -155,21 +179,32 @@ class _BodyDeadlines:
         self.timer_loop: asyncio.AbstractEventLoop | None = None
 
     async def read(self, receive: Receive, limit: int) -> bytes:
-        """:func:`_read_body`, raising :class:`TimeoutError` once the deadline has passed."""
-        if self.seconds is None:
-            return await _read_body(receive, limit)
+        """:func:`_read_body`, raising :class:`TimeoutError` once the deadline has passed.
+
+        A body that has already arrived is returned without waiting, and so without a
+        deadline; the reader is registered only once it has to wait for the client.
+        """
+        seconds = self.seconds
+        reader = _read_body(receive, limit)
+        if seconds is None:
+            return await reader
         try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # another event loop, such as trio's
-            with anyio.fail_after(self.seconds):
-                return await _read_body(receive, limit)
-        task = asyncio.current_task()
+            waiting_on = reader.send(None)
+        except StopIteration as done:
+            body: bytes = done.value
+            return body
+        try:
+            task = _current_task()
+        except RuntimeError:  # no asyncio loop: another event loop, such as trio's
+            with anyio.fail_after(seconds):
+                return await _resumed(reader, waiting_on)
         assert task is not None
-        self.reading[task] = loop.time() + self.seconds
-        if self.timer is None or self.timer_loop is not loop:
-            self._arm(loop)
+        reading = self.reading
+        reading[task] = _monotonic() + seconds
+        if self.timer is None or self.timer_loop is not task.get_loop():
+            self._arm(task.get_loop())
         try:
-            return await _read_body(receive, limit)
+            return await _resumed(reader, waiting_on)
         except asyncio.CancelledError:
             if task not in self.expired:
                 raise
@@ -177,8 +212,9 @@ class _BodyDeadlines:
                 task.uncancel()
             raise TimeoutError from None
         finally:
-            self.reading.pop(task, None)
-            self.expired.discard(task)
+            del reading[task]
+            if self.expired:
+                self.expired.discard(task)
 
     def _arm(self, loop: asyncio.AbstractEventLoop) -> None:
         self.timer_loop = loop
@@ -188,7 +224,7 @@ class _BodyDeadlines:
         self.timer = None
         loop = self.timer_loop
         assert loop is not None
-        now = loop.time()
+        now = _monotonic()
         for task, deadline in list(self.reading.items()):
             if deadline <= now and task not in self.expired and not task.done():
                 self.expired.add(task)
@@ -216,23 +252,23 @@ def _log_failure(error: Exception, request_id: str, token: str | None) -> None:
     logger.exception(message, request_id)
 
 
-def _applied(payload: SnapshotRequest) -> _Answer:
+def _applied(snapshot: Snapshot, synced_at: str) -> _Answer:
     content = {
         "status": "upserted",
-        "account_id": payload.account_id,
-        "snapshot_id": payload.snapshot_id,
-        "strategy_version": payload.strategy_version,
-        "strategy_synced_at": payload.strategy_synced_at,
+        "account_id": snapshot.account_id,
+        "snapshot_id": snapshot.snapshot_id,
+        "strategy_version": snapshot.strategy_version,
+        "strategy_synced_at": synced_at,
     }
     return _Answer(200, content, "applied")
 
 
-def _ignored(payload: SnapshotRequest) -> _Answer:
+def _ignored(snapshot: Snapshot) -> _Answer:
     content = {
         "status": "ignored_stale",
-        "account_id": payload.account_id,
-        "snapshot_id": payload.snapshot_id,
-        "strategy_version": payload.strategy_version,
+        "account_id": snapshot.account_id,
+        "snapshot_id": snapshot.snapshot_id,
+        "strategy_version": snapshot.strategy_version,
     }
     return _Answer(200, content, "ignored")
 
@@ -332,10 +368,9 @@ class _Endpoint:
             if not _is_json(headers.content_type):
                 return _WRONG_CONTENT_TYPE
             try:
-                payload = SnapshotRequest.model_validate_json(body)
+                snapshot, synced_at = parse_upsert(body)
             except ValidationError as error:
                 return _Answer(422, {"detail": _validation_errors(error)}, "rejected")
-            snapshot = payload.to_snapshot()
             account = await plugins.get_account(snapshot.account_id, principal)
             if account is None or not account.active:
                 return _detail(404, "Account not found or inactive")
@@ -347,9 +382,9 @@ class _Endpoint:
             return _detail(500, "Unexpected update failure", "failed")
         if result.applied:
             await plugins.snapshot_applied(snapshot, principal)
-            return _applied(payload)
+            return _applied(snapshot, synced_at)
         await plugins.snapshot_ignored(snapshot, result.current, principal)
-        return _ignored(payload)
+        return _ignored(snapshot)
 
 
 async def _ready(answer: _Answer) -> _Answer:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import types
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
@@ -66,9 +67,27 @@ async def _call(impl: _Impl, args: tuple[Any, ...]) -> Any:
     return result
 
 
+_PLAIN_TYPES: set[type] = {type(None)}  # types seen not to be awaitable
+
+
+def _awaitable(result: object) -> bool:
+    """``inspect.isawaitable(result)``, remembered per type for the types hooks return."""
+    kind = type(result)
+    if kind in _PLAIN_TYPES:
+        return False
+    if inspect.isawaitable(result):
+        return True
+    if kind is not types.GeneratorType and len(_PLAIN_TYPES) < 1024:
+        _PLAIN_TYPES.add(kind)  # a generator may be awaitable or not, object by object
+    return False
+
+
 async def _first(impls: tuple[_Impl, ...], *args: Any) -> Any:
-    for impl in impls:
-        result = await _call(impl, args)
+    """The first result that is not ``None``, as pluggy's ``firstresult`` (each one awaited)."""
+    for function, picks, is_async in impls:
+        result = function(*(args if picks is None else [args[index] for index in picks]))
+        if is_async or _awaitable(result):
+            result = await result
         if result is not None:
             return result
     return None

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter
+from typing_extensions import NotRequired, TypedDict
 
 from .timestamps import format_instant, parse_instant
 
@@ -19,6 +20,7 @@ __all__ = [
     "Snapshot",
     "SnapshotRequest",
     "UpsertResult",
+    "parse_upsert",
 ]
 
 MAX_VERSION = 2**63 - 1
@@ -80,8 +82,13 @@ def _check_synced_at(value: str) -> SyncedAt:
     return SyncedAt(value, parse_instant(value))
 
 
-Text = Annotated[str, Field(min_length=1, max_length=255), AfterValidator(check_text)]
-Label = Annotated[str, Field(max_length=1000), AfterValidator(check_text)]
+# The field types of SPEC §3 as pydantic-core checks them, and with the checks that need Python.
+_TextField = Annotated[str, Field(min_length=1, max_length=255)]
+_LabelField = Annotated[str, Field(max_length=1000)]
+_Version = Annotated[int, Field(ge=1, le=MAX_VERSION)]
+_SKILLS_MAX = Field(max_length=256)
+Text = Annotated[_TextField, AfterValidator(check_text)]
+Label = Annotated[_LabelField, AfterValidator(check_text)]
 
 
 class SnapshotRequest(BaseModel):
@@ -92,13 +99,13 @@ class SnapshotRequest(BaseModel):
     account_id: Text
     ugc_account_id: Text
     snapshot_id: Text
-    strategy_version: Annotated[int, Field(ge=1, le=MAX_VERSION)]
+    strategy_version: _Version
     content_hash: Text
     strategy_synced_at: Annotated[str, AfterValidator(_check_synced_at)]
     """The request's string, unchanged (a :class:`SyncedAt` carrying its instant)."""
     stage: Label | None = None
     active_action: Label | None = None
-    active_skills: Annotated[list[Text], Field(max_length=256)] | None = None
+    active_skills: Annotated[list[Text], _SKILLS_MAX] | None = None
     personality: Annotated[dict[str, Any], AfterValidator(_check_personality)]
 
     def to_snapshot(self) -> Snapshot:
@@ -119,6 +126,67 @@ class SnapshotRequest(BaseModel):
 
 def _instant(text: str) -> datetime:
     return text.instant if isinstance(text, SyncedAt) else parse_instant(text)
+
+
+class _Fields(TypedDict):
+    """:class:`SnapshotRequest`'s fields with only the checks that pydantic-core makes."""
+
+    __pydantic_config__ = ConfigDict(strict=True, extra="ignore")  # type: ignore[misc]
+
+    account_id: _TextField
+    ugc_account_id: _TextField
+    snapshot_id: _TextField
+    strategy_version: _Version
+    content_hash: _TextField
+    strategy_synced_at: str
+    stage: NotRequired[_LabelField | None]
+    active_action: NotRequired[_LabelField | None]
+    active_skills: NotRequired[Annotated[list[_TextField], _SKILLS_MAX] | None]
+    personality: dict[str, Any]
+
+
+_validate_fields = TypeAdapter(_Fields).validator.validate_json
+_ESCAPED_NUL = b"\\u0000"
+
+
+def parse_upsert(body: bytes) -> tuple[Snapshot, str]:
+    """The snapshot an upsert body asks to store, and its ``strategy_synced_at`` as sent.
+
+    Exactly :meth:`SnapshotRequest.model_validate_json` then
+    :meth:`~SnapshotRequest.to_snapshot`, raising the same :class:`~pydantic.ValidationError`;
+    most bodies take a shorter way there.
+    The JSON parser already refuses lone surrogates, and U+0000 can only arrive written as
+    ``\\u0000``, so a body without that escape needs no per-string check: pydantic-core checks
+    the fields, then one Python pass parses the time and walks the personality. Anything that
+    pass refuses, and every body with the escape, goes through :class:`SnapshotRequest`, which
+    gives the reasons.
+    """
+    if _ESCAPED_NUL not in body:
+        try:
+            fields = _validate_fields(body)
+            synced_at = fields["strategy_synced_at"]
+            instant = parse_instant(synced_at)
+            personality = fields["personality"]
+            _check_container(personality, 1)
+        except ValueError:  # pydantic's ValidationError is one too
+            pass
+        else:
+            skills = fields.get("active_skills")
+            snapshot = Snapshot(
+                fields["account_id"],
+                fields["ugc_account_id"],
+                fields["snapshot_id"],
+                fields["strategy_version"],
+                fields["content_hash"],
+                instant,
+                fields.get("stage"),
+                fields.get("active_action"),
+                None if skills is None else tuple(skills),
+                personality,
+            )
+            return snapshot, synced_at
+    request = SnapshotRequest.model_validate_json(body)
+    return request.to_snapshot(), request.strategy_synced_at
 
 
 @dataclass(frozen=True, slots=True)
