@@ -236,3 +236,22 @@ async def test_the_app_compares_the_token_with_every_key(
             response = await post_json(client, example(account_id="acct"), token=token)
             assert response.status_code == (401 if token == "no-such-key" else 200)
             assert len(compare_calls) == len(keys)
+
+
+def test_accepted_tokens_are_remembered_and_nothing_else(
+    compare_calls: list[tuple[bytes, bytes]],
+) -> None:
+    keys = ["key-one", "key-two"]
+    tokens = StaticTokens({key: f"principal-{key}" for key in keys})
+    for _ in range(3):
+        assert tokens.authenticate("key-nope") is None  # refused: every key compared, each time
+    assert len(compare_calls) == 3 * len(keys)
+    compare_calls.clear()
+    assert tokens.authenticate("key-one") == "principal-key-one"
+    assert len(compare_calls) == len(keys)  # first use: compared in constant time
+    compare_calls.clear()
+    for _ in range(3):
+        assert tokens.authenticate("key-one") == "principal-key-one"
+        assert tokens.authenticate("key-one ") is None
+    assert len(compare_calls) == 3 * len(keys)  # only the refused near-miss was compared
+    assert tokens._accepted == {"key-one": "principal-key-one"}

@@ -32,8 +32,8 @@ from .operations import (
     request_id_from_header,
     unbind_request_id,
 )
-from .plugins import ConfigurationError, Plugins
-from .snapshot import Account, Snapshot, parse_upsert
+from .plugins import ConfigurationError, Plugins, check_upsert_result
+from .snapshot import Account, Snapshot, UpsertResult, parse_upsert
 from .static import StaticAccounts, StaticTokens
 
 __all__ = [
@@ -117,12 +117,16 @@ def _is_json(content_type: str) -> bool:
     )
 
 
-def _declares_more_than(content_length: str, limit: int) -> bool:
-    """True when a Content-Length header value is a decimal number greater than ``limit``."""
-    if not (content_length.isascii() and content_length.isdigit()):
+def _declares_more_than(content_length: str, limit: int, limit_digits: int) -> bool:
+    """True when a Content-Length header value is a decimal number greater than ``limit``
+    (which has ``limit_digits`` digits)."""
+    if not (content_length.isdigit() and content_length.isascii()):
         return False  # absent or malformed: the streamed size decides
-    digits = content_length.lstrip("0")
-    return len(digits) > len(str(limit)) or int(digits or "0") > limit
+    if len(content_length) > limit_digits:
+        content_length = content_length.lstrip("0")
+        if len(content_length) > limit_digits:
+            return True
+    return int(content_length or "0") > limit
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes:
@@ -292,8 +296,8 @@ class _Endpoint:
     """The route, as a plain ASGI app (no Request or Response objects on the hot path), and
     the router's error handler, around one app's plugins and counters.
 
-    Every answer goes through :meth:`_observed`: request id bound for logging and echoed in
-    ``X-Request-ID``, outcome counted on :class:`Metrics`, ``request_finished`` told.
+    Every answer has a request id, bound for logging and echoed in ``X-Request-ID``, and goes
+    through :meth:`_finished`: outcome counted on :class:`Metrics`, ``request_finished`` told.
     """
 
     def __init__(
@@ -308,10 +312,23 @@ class _Endpoint:
         self.max_body_bytes = max_body_bytes
         self.deadlines = _BodyDeadlines(body_timeout)
         self.observe = plugins.observes_requests
+        self.authenticate = plugins.first("authenticate")
+        self.get_account = plugins.first("get_account")
+        self.store_upsert = plugins.first("store_upsert")
+        self.limit_digits = len(str(max_body_bytes))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = _Headers(scope)
-        answer, request_id = await self._observed(headers, self._upsert(headers, receive))
+        request_id = request_id_from_header(headers.request_id)
+        bound = bind_request_id(request_id)
+        try:
+            started = perf_counter() if self.observe else 0.0
+            answer = await self._upsert(headers, receive)
+            telling = self._finished(answer, request_id, started)
+            if telling is not None:
+                await telling
+        finally:
+            unbind_request_id(bound)
         raw_headers, body = answer.encode(request_id)
         await send({"type": "http.response.start", "status": answer.status, "headers": raw_headers})
         await send({"type": "http.response.body", "body": body})
@@ -325,40 +342,39 @@ class _Endpoint:
             for key, value in (exc.headers or {}).items()
         )
         answer = _detail(exc.status_code, exc.detail, outcome, extra)
-        answer, request_id = await self._observed(_Headers(request.scope), _ready(answer))
+        request_id = request_id_from_header(_Headers(request.scope).request_id)
+        bound = bind_request_id(request_id)
+        try:
+            telling = self._finished(answer, request_id, perf_counter())
+            if telling is not None:
+                await telling
+        finally:
+            unbind_request_id(bound)
         response = Response(status_code=answer.status)
         response.raw_headers, response.body = answer.encode(request_id)
         return response
 
-    async def _observed(
-        self, headers: _Headers, answering: Coroutine[Any, Any, _Answer]
-    ) -> tuple[_Answer, str]:
-        request_id = request_id_from_header(headers.request_id)
-        bound = bind_request_id(request_id)
-        try:
-            started = perf_counter() if self.observe else 0.0
-            answer = await answering
-            self.metrics.count(answer.status, answer.outcome)
-            if self.observe:
-                elapsed = perf_counter() - started
-                await self.plugins.request_finished(
-                    answer.status, answer.outcome, request_id, elapsed
-                )
-        finally:
-            unbind_request_id(bound)
-        return answer, request_id
+    def _finished(
+        self, answer: _Answer, request_id: str, started: float
+    ) -> Coroutine[Any, Any, None] | None:
+        """Count ``answer``; the ``request_finished`` call to await, if anyone observes."""
+        self.metrics.count(answer.status, answer.outcome)
+        if not self.observe:
+            return None
+        elapsed = perf_counter() - started
+        return self.plugins.request_finished(answer.status, answer.outcome, request_id, elapsed)
 
     async def _upsert(self, headers: _Headers, receive: Receive) -> _Answer:
         plugins = self.plugins
         token = None
         try:
             token = headers.bearer_token()
-            principal = None if token is None else await plugins.authenticate(token)
+            principal = None if token is None else await self.authenticate(token)
             if principal is None:
                 return _detail(401, "Missing or invalid bearer token", headers=_CHALLENGE)
             limit = self.max_body_bytes
             try:
-                if _declares_more_than(headers.content_length, limit):
+                if _declares_more_than(headers.content_length, limit, self.limit_digits):
                     raise _BodyTooLarge
                 body = await self.deadlines.read(receive, limit)
             except _BodyTooLarge:
@@ -371,10 +387,12 @@ class _Endpoint:
                 snapshot, synced_at = parse_upsert(body)
             except ValidationError as error:
                 return _Answer(422, {"detail": _validation_errors(error)}, "rejected")
-            account = await plugins.get_account(snapshot.account_id, principal)
+            account = await self.get_account(snapshot.account_id, principal)
             if account is None or not account.active:
                 return _detail(404, "Account not found or inactive")
-            result = await plugins.store_upsert(snapshot)
+            result = await self.store_upsert(snapshot)
+            if type(result) is not UpsertResult:
+                result = check_upsert_result(result)
         except ClientDisconnect:
             return _Answer(400, None, "rejected")
         except Exception as error:
@@ -385,10 +403,6 @@ class _Endpoint:
             return _applied(snapshot, synced_at)
         await plugins.snapshot_ignored(snapshot, result.current, principal)
         return _ignored(snapshot)
-
-
-async def _ready(answer: _Answer) -> _Answer:
-    return answer
 
 
 class SnapshotApp(Starlette):

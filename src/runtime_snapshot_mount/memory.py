@@ -36,9 +36,9 @@ class MemoryStore:
         with self._lock:
             stored = self._snapshots.get(snapshot.account_id)
             if stored is not None and is_stale(snapshot, stored):
-                return UpsertResult(applied=False, current=stored)
+                return UpsertResult(False, stored)
             self._snapshots[snapshot.account_id] = snapshot
-            return UpsertResult(applied=True, current=snapshot)
+            return UpsertResult(True, snapshot)
 
     @hookimpl
     def store_get(self, account_id: str) -> Snapshot | None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import inspect
 import logging
 import types
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from functools import partial
 from typing import Any, NamedTuple
 
 import pluggy
@@ -25,6 +26,13 @@ class _Impl(NamedTuple):
     function: Callable[..., Any]
     picks: tuple[int, ...] | None  # which spec arguments it takes; None: all, in order
     is_async: bool
+
+
+def check_upsert_result(result: object) -> UpsertResult:
+    """``result`` if it is an :class:`UpsertResult`, else :class:`TypeError` naming it."""
+    if not isinstance(result, UpsertResult):
+        raise TypeError(f"store_upsert returned {type(result).__name__}, not UpsertResult")
+    return result
 
 
 class ConfigurationError(Exception):
@@ -162,6 +170,11 @@ class Plugins:
                     "pass api_keys= and accounts= or plugins that implement it"
                 )
 
+    def first(self, hook_name: str) -> Callable[..., Awaitable[Any]]:
+        """The first-result hook ``hook_name`` as one async callable, taking the hook's
+        arguments in order; what the typed methods below call, without their own layer."""
+        return partial(_first, getattr(self, f"_{hook_name}"))
+
     def plugin_names(self) -> list[str]:
         """The registered plugins, for diagnostics."""
         return [_describe(p) for p in self.manager.get_plugins()]
@@ -174,10 +187,7 @@ class Plugins:
         return result
 
     async def store_upsert(self, snapshot: Snapshot) -> UpsertResult:
-        result: UpsertResult | None = await _first(self._store_upsert, snapshot)
-        if not isinstance(result, UpsertResult):
-            raise TypeError(f"store_upsert returned {type(result).__name__}, not UpsertResult")
-        return result
+        return check_upsert_result(await _first(self._store_upsert, snapshot))
 
     async def store_get(self, account_id: str) -> Snapshot | None:
         result: Snapshot | None = await _first(self._store_get, account_id)

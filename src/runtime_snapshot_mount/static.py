@@ -25,7 +25,10 @@ class StaticTokens:
 
     ``tokens`` is a list of tokens, each answering the principal ``Principal("api-key")``, or a
     mapping of token to the principal it answers. Tokens are compared in constant time: every
-    configured token is compared, as SHA-256 digests of equal length, on every call.
+    configured token is compared, as SHA-256 digests of equal length, with each token offered.
+    A token once accepted is remembered, so that its next use costs one dictionary lookup
+    (keyed by Python's randomized string hash, so its timing tells nothing of the tokens);
+    only accepted tokens are remembered, at most one per configured token.
     """
 
     def __init__(self, tokens: Iterable[str] | Mapping[str, Any]) -> None:
@@ -36,14 +39,19 @@ class StaticTokens:
         if any(not isinstance(token, str) or not token for token, _ in pairs):
             raise ConfigurationError("API keys must be non-empty strings")
         self._keys = [(_digest(token), principal) for token, principal in pairs]
+        self._accepted: dict[str, Any] = {}
 
     @hookimpl(trylast=True)
     def authenticate(self, token: str) -> Any | None:
+        found = self._accepted.get(token)
+        if found is not None:
+            return found
         offered = _digest(token)
-        found = None
         for digest, principal in self._keys:
             if hmac.compare_digest(offered, digest):
                 found = principal
+        if found is not None:
+            self._accepted[token] = found
         return found
 
 
