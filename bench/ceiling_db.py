@@ -1,5 +1,6 @@
 """Target (e), the database ceiling: a bare Starlette route that runs the conditional upsert
-through asyncpg directly: one pool, one round trip per request.
+through asyncpg directly: one pool, one round trip per request (the pool does not reset
+connections it takes back).
 
 It reads the body, parses it as JSON, converts the two values PostgreSQL needs typed (the
 instant, and JSON for the personality and the skills), runs
@@ -62,6 +63,10 @@ def upsert_sql(table: str) -> str:
     )
 
 
+async def _keep(connection: asyncpg.Connection) -> None:
+    """A connection goes back to the pool as it is."""
+
+
 def create_app(dsn: str, table: str, pool_size: int) -> Starlette:
     """The ceiling app; ``dsn`` is a libpq URL (``postgresql://user@host:port/db``)."""
     statement = upsert_sql(table)
@@ -69,7 +74,10 @@ def create_app(dsn: str, table: str, pool_size: int) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        pool = await asyncpg.create_pool(dsn, min_size=pool_size, max_size=pool_size)
+        # reset=_keep: by default asyncpg resets every connection it takes back (a second
+        # round trip: "SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL");
+        # one autocommitted statement leaves nothing to reset.
+        pool = await asyncpg.create_pool(dsn, min_size=pool_size, max_size=pool_size, reset=_keep)
         state["pool"] = pool
         try:
             yield

@@ -281,26 +281,29 @@ def pg_execute(dsn: str, *statements: str) -> None:
     asyncio.run(_pg(dsn, *statements))
 
 
-def pg_sessions(dsn: str) -> int:
+def pg_counters(dsn: str) -> tuple[int, int]:
     """Sessions ever established to the database (pg_stat_database.sessions, PostgreSQL
-    14+), not counting the one that asks; -1 when unknown."""
+    14+) and transactions ever ended in it (committed or rolled back; every statement run
+    outside a transaction is one), not counting the session that asks nor its one query;
+    (-1, -1) when unknown."""
 
-    async def sessions() -> int:
+    async def counters() -> tuple[int, int]:
         import asyncpg
 
         connection = await asyncpg.connect(dsn, timeout=10)
         try:
-            value = await connection.fetchval(
-                "SELECT sessions FROM pg_stat_database WHERE datname = current_database()"
+            row = await connection.fetchrow(
+                "SELECT sessions, xact_commit + xact_rollback AS transactions"
+                " FROM pg_stat_database WHERE datname = current_database()"
             )
-            return int(value) - 1
+            return int(row["sessions"]) - 1, int(row["transactions"])
         finally:
             await connection.close()
 
     try:
-        return asyncio.run(sessions())
+        return asyncio.run(counters())
     except Exception:
-        return -1
+        return -1, -1
 
 
 def pg_server_version(dsn: str) -> str:
@@ -403,6 +406,7 @@ class RunResult:
     postgres_cpu: float
     other_cpu: float  # everything else on the machine (other users' processes) meanwhile
     pg_sessions: int  # PostgreSQL sessions opened by the run (set-up, warm-up, measurement)
+    pg_transactions_per_request: float  # PostgreSQL transactions per request, the same span
     busy_before: float  # the machine's load just before the run, in cores
     raw: dict[str, Any] = field(repr=False, default_factory=dict)
 
@@ -523,10 +527,11 @@ def run_target(target: str, s: Settings) -> RunResult:
     connections = connections_of(target, s)
     busy_before = wait_for_quiet(s.quiet_limit, s.quiet_wait)
     uses_pg = "postgres" in target or target == "ceiling-db"
-    sessions_before = pg_sessions(libpq_dsn(s.pg_url)) if uses_pg else -1
+    sessions_before, transactions_before = pg_counters(libpq_dsn(s.pg_url)) if uses_pg else (-1, -1)
+    warmup_requests = 0
     with server(target, s) as (process, port):
         if s.warmup > 0:
-            wrk(port, connections, s.warmup, s)
+            warmup_requests = wrk(port, connections, s.warmup, s)[0]["requests"]
         server_before = cpu_seconds(process.pid)
         pg_before = postgres_cpu_seconds()
         machine_before, interrupts_before = cpu_ticks()
@@ -539,7 +544,10 @@ def run_target(target: str, s: Settings) -> RunResult:
     # the server has stopped and closed its connections, whose backends report at exit
     if uses_pg:
         time.sleep(0.5)
-    sessions_after = pg_sessions(libpq_dsn(s.pg_url)) if uses_pg else -1
+    sessions_after, transactions_after = pg_counters(libpq_dsn(s.pg_url)) if uses_pg else (-1, -1)
+    # set-up's few statements (table creation) are counted too: a few in 10^5
+    transactions = transactions_after - transactions_before - 1  # less the first query's own
+    requests = warmup_requests + figures["requests"]
     other = (
         (machine_after - machine_before)
         - (interrupts_after - interrupts_before)
@@ -566,6 +574,9 @@ def run_target(target: str, s: Settings) -> RunResult:
         postgres_cpu=pg_used / wall,
         other_cpu=max(0.0, other / wall),
         pg_sessions=sessions_after - sessions_before - 1 if sessions_before >= 0 else -1,
+        pg_transactions_per_request=transactions / max(1, requests)
+        if transactions_before >= 0
+        else -1.0,
         busy_before=busy_before,
         raw=figures,
     )
@@ -735,6 +746,15 @@ def report(results: dict[str, list[RunResult]], s: Settings, rounds: int) -> dic
         out(
             "PostgreSQL sessions opened per run (set-up, warm-up and measured window): "
             + ", ".join(sessions)
+        )
+        transactions = ", ".join(
+            f"{target} {median([r.pg_transactions_per_request for r in runs]):.2f}"
+            for target, runs in results.items()
+            if runs and runs[0].pg_sessions >= 0
+        )
+        out(
+            "PostgreSQL transactions per request, the same span (each statement outside a "
+            f"transaction is one; 1.00 = one round trip): {transactions}"
         )
     out("non-200, stale (200 but not 'upserted') and socket errors: totals over all rounds.")
     out("us/req: the server process's CPU time per answered request, in microseconds.")

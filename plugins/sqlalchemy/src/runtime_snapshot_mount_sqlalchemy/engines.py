@@ -16,6 +16,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 import anyio
+from pydantic_core import to_json
 from sqlalchemy import URL, event, exc, make_url
 from sqlalchemy.engine import Connection, Engine, create_engine
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -58,9 +59,12 @@ def create_store_engine(url: str | URL, **options: Any) -> AnyEngine:
     dozen concurrent requests SQLAlchemy's default 5 + 10 (and even 20 + 10) opened a new
     server session every few requests. Pass ``pool_size``, ``max_overflow`` or a
     ``poolclass`` to choose otherwise (with several worker processes, mind the server's
-    ``max_connections``). ``options`` go to :func:`~sqlalchemy.create_engine`.
+    ``max_connections``). JSON columns are written by pydantic-core's serializer (compact
+    UTF-8 text, several times faster than :func:`json.dumps`) unless ``json_serializer`` is
+    given. ``options`` go to :func:`~sqlalchemy.create_engine`.
     """
     url = make_url(url)
+    options = {"json_serializer": json_text, **options}
     backend = url.get_backend_name()
     if backend == "sqlite":
         options = _sqlite_options(url, options)
@@ -75,6 +79,11 @@ def create_store_engine(url: str | URL, **options: Any) -> AnyEngine:
     if backend == "sqlite" and not _is_memory(url):
         _use_wal(engine)
     return engine
+
+
+def json_text(value: Any) -> str:
+    """``value`` as compact JSON text (what :func:`create_store_engine` writes JSON with)."""
+    return to_json(value).decode("utf-8")
 
 
 def _server_pool_options(options: dict[str, Any]) -> dict[str, Any]:

@@ -20,6 +20,14 @@ with one ``fetchrow`` on the asyncpg connection, which asyncpg prepares once per
   generation (as ``Connection`` does on a disconnect), one interrupted mid-call (cancelled)
   is discarded, and only a connection that is still sound goes back to the pool.
 
+On an engine the store made itself (from a URL), where nothing else draws on the pool, the
+store goes one step further: it keeps the pool connections its upserts use checked out
+between upserts (see :class:`Leases`), so that an upsert costs neither a pool checkout and
+checkin nor a greenlet; they go back to the pool once unused for a second, after a minute in
+use, once the pool has been invalidated, and when the store closes. A few of the pool's
+connections are always left to the store's other statements. On a host's engine, which the
+host's own code shares, every upsert checks its connection out and back in.
+
 The store takes this path only while nothing watches the engine's statements -- no
 ``before_cursor_execute``/``after_cursor_execute``/``before_execute``/``after_execute``/
 ``handle_error`` listeners, no statement logging (``echo``), no ``schema_translate_map`` --
@@ -31,13 +39,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any, NoReturn
 
 from sqlalchemy import Table, exc
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.pool import Pool, PoolProxiedConnection
+from sqlalchemy.pool import Pool, PoolProxiedConnection, QueuePool
 from sqlalchemy.util import greenlet_spawn
 
 from runtime_snapshot_mount import Snapshot
@@ -50,22 +60,29 @@ try:
 except ImportError:  # pragma: no cover - SQLAlchemy 2.0 calls it await_only
     from sqlalchemy.util import await_only as await_
 
-__all__ = ["AsyncpgUpsert", "asyncpg_upsert"]
+__all__ = ["AsyncpgUpsert", "Leases", "asyncpg_upsert"]
 
 _Processor = Callable[[Any], Any]
 _EXITS = (asyncio.TimeoutError, asyncio.CancelledError)  # what SQLAlchemy counts as exits
 
 
-def asyncpg_upsert(engine: object, table: Table) -> AsyncpgUpsert | None:
+def asyncpg_upsert(engine: object, table: Table, *, lease: bool = False) -> AsyncpgUpsert | None:
     """The fast path of the ``ON CONFLICT`` upsert into ``table`` on ``engine``, or ``None``
-    where there is none: it needs an ``AsyncEngine`` on PostgreSQL through asyncpg."""
+    where there is none: it needs an ``AsyncEngine`` on PostgreSQL through asyncpg.
+
+    ``lease``: keep connections checked out between upserts (see :class:`Leases`); only for
+    an engine whose pool nothing else shares, and only with a ``QueuePool``.
+    """
     if not isinstance(engine, AsyncEngine):
         return None
     dialect = engine.dialect
     if dialect.name != "postgresql" or dialect.driver != "asyncpg":
         return None
+    sync_engine = engine.sync_engine
+    pool = sync_engine.pool
+    leases = Leases(sync_engine) if lease and isinstance(pool, QueuePool) else None
     try:
-        return AsyncpgUpsert(engine.sync_engine, OnConflictUpsert(table, "postgresql"))
+        return AsyncpgUpsert(sync_engine, OnConflictUpsert(table, "postgresql"), leases)
     except ValueError:  # pragma: no cover - a statement that cannot be bound by position
         return None
 
@@ -79,9 +96,12 @@ class AsyncpgUpsert:
     ignored one is left to the caller to read, as on the normal path.
     """
 
-    def __init__(self, engine: Engine, upsert: OnConflictUpsert) -> None:
+    def __init__(
+        self, engine: Engine, upsert: OnConflictUpsert, leases: Leases | None = None
+    ) -> None:
         self.engine = engine
         self.upsert = upsert
+        self.leases = leases
         dialect = engine.dialect
         compiled = upsert.statement.compile(dialect=dialect)
         names = compiled.positiontup or []
@@ -113,8 +133,27 @@ class AsyncpgUpsert:
 
     async def apply(self, snapshot: Snapshot) -> bool:
         """Write ``snapshot`` unless a later one is stored; ``True`` when it was written."""
-        applied: bool = await greenlet_spawn(self._apply, snapshot)
-        return applied
+        leases = self.leases
+        if leases is None:
+            applied: bool = await greenlet_spawn(self._apply, snapshot)
+            return applied
+        parameters = self.parameters(snapshot)
+        connection = await leases.acquire()
+        try:
+            driver: Any = connection.driver_connection
+            row = await driver.fetchrow(self.sql, *parameters)
+        except BaseException as error:
+            leases.lost(connection)
+            engine, sql = self.engine, self.sql
+            await greenlet_spawn(_fail, engine.pool, connection, error, sql, parameters, engine)
+            raise  # pragma: no cover - _fail raises
+        leases.release(connection)
+        return row is not None
+
+    async def close(self) -> None:
+        """Give the connections kept between upserts back to the pool."""
+        if self.leases is not None:
+            await self.leases.close()
 
     def parameters(self, snapshot: Snapshot) -> tuple[Any, ...]:
         """The statement's parameters for ``snapshot``, in order, as SQLAlchemy binds them."""
@@ -130,13 +169,7 @@ class AsyncpgUpsert:
         """In a greenlet: check a connection out, run the statement, check it back in."""
         engine = self.engine
         pool = engine.pool
-        try:
-            connection = pool.connect()
-        except Exception as error:
-            wrapped = _wrapped(error, None, None, engine, None)
-            if wrapped is error:
-                raise
-            raise wrapped from error
+        connection = _checkout(engine)
         parameters: tuple[Any, ...] = ()
         try:
             parameters = self.parameters(snapshot)
@@ -146,6 +179,151 @@ class AsyncpgUpsert:
             _fail(pool, connection, error, self.sql, parameters, engine)
         connection.close()
         return row is not None
+
+
+def _checkout(engine: Engine) -> PoolProxiedConnection:
+    """In a greenlet: a connection from ``engine``'s pool; a failure raised as SQLAlchemy's."""
+    try:
+        return engine.pool.connect()
+    except Exception as error:
+        wrapped = _wrapped(error, None, None, engine, None)
+        if wrapped is error:
+            raise
+        raise wrapped from error
+
+
+def _give_back(connections: list[PoolProxiedConnection]) -> None:
+    """In a greenlet: check ``connections`` back in to their pool."""
+    for connection in connections:
+        connection.close()
+
+
+class Leases:
+    """Connections of an engine's pool that the fast path keeps checked out between upserts.
+
+    An upsert takes the connection most recently given back (or, while fewer than ``limit``
+    are kept, a new one from the pool) and gives it back here, not to the pool; when all
+    ``limit`` are in use it waits for one. ``limit`` leaves ``reserve`` of the pool's
+    connections (a tenth, at least one) to the store's other statements. A connection goes
+    back to the pool when none was used for ``idle`` seconds, when it has been kept for
+    ``lifetime`` seconds (so the pool's recycling, pre-ping and events still see it), once
+    the pool has been invalidated since it was checked out (a lost server), and on
+    :meth:`close`.
+    """
+
+    def __init__(self, engine: Engine, *, idle: float = 1.0, lifetime: float = 60.0) -> None:
+        pool = engine.pool
+        assert isinstance(pool, QueuePool)
+        overflow = pool._max_overflow
+        capacity = pool.size() + overflow if overflow >= 0 else max(pool.size(), 1) * 2
+        self.engine = engine
+        self.limit = max(1, capacity - max(1, capacity // 10))
+        self.idle_seconds = idle
+        self.lifetime = lifetime
+        self.kept: list[tuple[PoolProxiedConnection, float]] = []  # idle: (connection, since)
+        self.in_use = 0
+        self.used = 0  # upserts served; the idle timer compares it between its runs
+        self.waiters: deque[asyncio.Future[None]] = deque()
+        self.timer: asyncio.TimerHandle | None = None
+        self.returning: set[asyncio.Task[None]] = set()
+        self.checked_out: dict[int, float] = {}  # id(connection) -> when it left the pool
+
+    async def acquire(self) -> PoolProxiedConnection:
+        """A connection for one statement; hand it to :meth:`release` or :meth:`lost`."""
+        while True:
+            if self.kept:
+                connection, since = self.kept.pop()
+                if self._sound(connection, since):
+                    self.in_use += 1
+                    self.used += 1
+                    return connection
+                self.checked_out.pop(id(connection), None)
+                await greenlet_spawn(_give_back, [connection])
+                continue
+            if self.in_use + len(self.kept) < self.limit:
+                self.in_use += 1
+                try:
+                    connection = await greenlet_spawn(_checkout, self.engine)
+                except BaseException:
+                    self.lost(None)
+                    raise
+                self.checked_out[id(connection)] = time.monotonic()
+                self.used += 1
+                self._arm()
+                return connection
+            waiter = asyncio.get_running_loop().create_future()
+            self.waiters.append(waiter)
+            try:
+                await waiter
+            except BaseException:
+                if waiter in self.waiters:
+                    self.waiters.remove(waiter)
+                elif waiter.done() and not waiter.cancelled():
+                    self._wake()  # woken, but leaving: wake the next in line instead
+                raise
+
+    def release(self, connection: PoolProxiedConnection) -> None:
+        """``connection`` is free again (and sound)."""
+        self.in_use -= 1
+        since = self.checked_out.get(id(connection), 0.0)
+        self.kept.append((connection, since))
+        self._wake()
+
+    def lost(self, connection: PoolProxiedConnection | None) -> None:
+        """A connection of :meth:`acquire` will not come back (its failure disposes of it)."""
+        self.in_use -= 1
+        if connection is not None:
+            self.checked_out.pop(id(connection), None)
+        self._wake()
+
+    async def close(self) -> None:
+        """Give every kept connection back to the pool now."""
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        kept, self.kept = [connection for connection, _ in self.kept], []
+        for connection in kept:
+            self.checked_out.pop(id(connection), None)
+        if kept:
+            await greenlet_spawn(_give_back, kept)
+        if self.returning:
+            await asyncio.gather(*self.returning, return_exceptions=True)
+
+    def _sound(self, connection: PoolProxiedConnection, since: float) -> bool:
+        record: Any = connection._connection_record
+        pool: Any = self.engine.pool
+        return (
+            connection.is_valid
+            and time.monotonic() - since < self.lifetime
+            and record is not None
+            and record.starttime >= pool._invalidate_time
+        )
+
+    def _wake(self) -> None:
+        while self.waiters:
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    def _arm(self) -> None:
+        if self.timer is None:
+            loop = asyncio.get_running_loop()
+            self.timer = loop.call_later(self.idle_seconds, self._tick, self.used)
+
+    def _tick(self, used_before: int) -> None:
+        """Every ``idle`` seconds while connections are kept: if no upsert came since the last
+        tick, give the kept ones back to the pool."""
+        self.timer = None
+        if self.used == used_before and self.kept:
+            kept, self.kept = [connection for connection, _ in self.kept], []
+            for connection in kept:
+                self.checked_out.pop(id(connection), None)
+            task = asyncio.ensure_future(greenlet_spawn(_give_back, kept))
+            self.returning.add(task)
+            task.add_done_callback(self.returning.discard)
+        if self.kept or self.in_use:
+            self._arm()
 
 
 def _fail(

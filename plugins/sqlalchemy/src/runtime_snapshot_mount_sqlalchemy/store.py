@@ -78,7 +78,7 @@ class SQLAlchemyStore:
         self._writing_thread: AbstractContextManager[Any] = (
             threading.Lock() if sqlite and not asynchronous else nullcontext()
         )
-        self._fast = asyncpg_upsert(self.engine, self.table)
+        self._fast = asyncpg_upsert(self.engine, self.table, lease=self.owns_engine)
         if self._fast is not None:  # the normal path (when taken) runs the same statement
             self._upsert = self._fast.upsert
 
@@ -112,7 +112,10 @@ class SQLAlchemyStore:
 
     @hookimpl
     async def store_close(self) -> None:
-        """Dispose of the engine if the store made it; a host's engine is the host's."""
+        """Give back the connections kept between upserts, and dispose of the engine if the
+        store made it; a host's engine is the host's."""
+        if self._fast is not None:
+            await self._fast.close()
         if self.owns_engine:
             await self._runner.dispose()
 
