@@ -45,3 +45,16 @@ class TestMySQLUpsertWithoutReturning(StoreContract):
         store._upsert = DuplicateKeyUpsert(store.table, returning=False)
         yield store
         await dispose(engine)
+
+
+class TestStoreMadeFromAURL(StoreContract):
+    """The command line's store: an engine the store makes from a URL (on PostgreSQL through
+    asyncpg it keeps its upsert connections between upserts; JSON is written by
+    pydantic-core)."""
+
+    @pytest.fixture
+    async def store(self, database: Database) -> AsyncIterator[SQLAlchemyStore]:
+        url = database.url("async").render_as_string(hide_password=False)
+        store = SQLAlchemyStore(url, table=database.table)
+        yield store
+        await store.store_close()

@@ -516,3 +516,212 @@ async def test_sqlite_upserts_in_one_process_take_turns(sqlite: Database, mode: 
             assert stored is not None and stored.strategy_version == 8
     finally:
         await dispose(engine)
+
+
+# -- connections kept between upserts (a store-made engine) -----------------------------
+
+
+@contextlib.asynccontextmanager
+async def leasing(database: Database, **options: Any) -> AsyncIterator[AsyncpgUpsert]:
+    """The fast path with leases on a new asyncpg engine of its own (``options`` for it)."""
+    engine = database.engine("async", **options)
+    fast = asyncpg_upsert(engine, database.table, lease=True)
+    assert fast is not None and fast.leases is not None
+    try:
+        yield fast
+    finally:
+        await fast.close()
+        await dispose(engine)
+
+
+def count_checkouts(fast: AsyncpgUpsert) -> list[object]:
+    checkouts: list[object] = []
+    event.listen(fast.engine.pool, "checkout", lambda *args: checkouts.append(args))
+    return checkouts
+
+
+@pytest.mark.sqlite
+def test_only_a_store_made_engine_keeps_connections(sqlite: Database) -> None:
+    url = "postgresql+asyncpg://u@h/d"
+    made = SQLAlchemyStore(url, table=sqlite.table)
+    hosts = SQLAlchemyStore(create_store_engine(url), table=sqlite.table)
+    assert made._fast is not None and made._fast.leases is not None
+    assert hosts._fast is not None and hosts._fast.leases is None
+    assert made._fast.leases.limit == POOL_SIZE + MAX_OVERFLOW - 2  # a tenth left over
+
+
+@pytest.mark.postgres
+async def test_upserts_reuse_kept_connections_without_pool_checkouts(postgres: Database) -> None:
+    async with leasing(postgres, pool_size=3, max_overflow=0) as fast:
+        leases = fast.leases
+        assert leases is not None
+        checkouts = count_checkouts(fast)
+        account_id = new_account_id()
+        for version in range(1, 51):
+            assert await fast.apply(make_snapshot(account_id, version))
+        assert len(checkouts) == 1  # one connection, taken once, used 50 times
+        assert pool_of_engine(fast).checkedout() == 1 and len(leases.kept) == 1
+        await fast.close()
+        assert pool_of_engine(fast).checkedout() == 0 and not leases.kept
+
+
+@pytest.mark.postgres
+async def test_kept_connections_go_back_to_the_pool_once_unused(postgres: Database) -> None:
+    async with leasing(postgres, pool_size=3, max_overflow=0) as fast:
+        leases = fast.leases
+        assert leases is not None
+        leases.idle_seconds = 0.05
+        await asyncio.gather(*(fast.apply(make_snapshot(new_account_id())) for _ in range(6)))
+        assert pool_of_engine(fast).checkedout() == leases.limit == 2  # 3 less one left over
+        for _ in range(250):  # within 5 s
+            if not pool_of_engine(fast).checkedout():
+                break
+            await asyncio.sleep(0.02)
+        assert pool_of_engine(fast).checkedout() == 0 and not leases.kept
+        assert await fast.apply(make_snapshot(new_account_id()))  # and taken again when needed
+
+
+@pytest.mark.postgres
+async def test_a_connection_kept_past_its_lifetime_goes_back(postgres: Database) -> None:
+    async with leasing(postgres, pool_size=3, max_overflow=0) as fast:
+        leases = fast.leases
+        assert leases is not None
+        checkouts = count_checkouts(fast)
+        leases.lifetime = 0.2
+        for _ in range(3):
+            assert await fast.apply(make_snapshot(new_account_id()))
+            await asyncio.sleep(0.25)
+        assert len(checkouts) == 3  # each upsert found its kept connection too old
+        assert pool_of_engine(fast).checkedout() == 1
+
+
+@pytest.mark.postgres
+async def test_more_upserts_than_kept_connections_wait_their_turn(postgres: Database) -> None:
+    """200 concurrent upserts on a pool of 4: at most 3 connections kept, all applied, and one
+    connection always left to the store's other statements (here: a read that waits on it)."""
+    async with leasing(postgres, pool_size=4, max_overflow=0, pool_timeout=5) as fast:
+        leases = fast.leases
+        assert leases is not None and leases.limit == 3
+        in_use: list[int] = []
+        original = asyncpg.Connection.fetchrow
+
+        async def watching(self: asyncpg.Connection, *args: Any, **kwargs: Any) -> Any:
+            in_use.append(leases.in_use)
+            return await original(self, *args, **kwargs)
+
+        engine = fast.engine
+
+        async def read_meanwhile() -> int:
+            async with store_engine(fast).connect() as connection:
+                return int((await connection.execute(text("SELECT 1"))).scalar_one())
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(asyncpg.Connection, "fetchrow", watching)
+            results = await asyncio.gather(
+                *(fast.apply(make_snapshot(new_account_id())) for _ in range(200)),
+                *(read_meanwhile() for _ in range(20)),
+            )
+        assert results == [True] * 200 + [1] * 20
+        assert max(in_use) == 3 and engine.pool.checkedout() == 3
+
+
+@pytest.mark.postgres
+async def test_waiting_upserts_that_are_cancelled_do_not_stall_the_others(
+    postgres: Database,
+) -> None:
+    async with leasing(postgres, pool_size=2, max_overflow=0) as fast:
+        leases = fast.leases
+        assert leases is not None and leases.limit == 1
+        tasks = [
+            asyncio.ensure_future(fast.apply(make_snapshot(new_account_id()))) for _ in range(30)
+        ]
+        await asyncio.sleep(0)
+        for task in tasks[1::3]:
+            task.cancel()
+        done = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 20)
+        cancelled = [result for result in done if isinstance(result, asyncio.CancelledError)]
+        assert len(cancelled) == 10 and done.count(True) == 20
+        assert not leases.waiters and leases.in_use == 0
+        assert await fast.apply(make_snapshot(new_account_id()))
+
+
+@pytest.mark.postgres
+async def test_kept_connections_of_a_lost_server_are_not_reused(postgres: Database) -> None:
+    """Every session killed: the first upsert fails once on its dead kept connection, which
+    invalidates the pool; the other kept ones are dropped unused, not tried in turn."""
+    store = SQLAlchemyStore(postgres.async_url, table=postgres.table)
+    fast = store._fast
+    assert fast is not None and fast.leases is not None
+    try:
+        await asyncio.gather(
+            *(store.store_upsert(make_snapshot(new_account_id())) for _ in range(64))
+        )
+        kept = fast.leases.kept
+        assert len(kept) == fast.leases.limit
+        pids = [connection.driver_connection.get_server_pid() for connection, _ in kept]
+        killer = await asyncpg.connect(
+            postgres.url("async").set(drivername="postgresql").render_as_string(hide_password=False)
+        )
+        try:
+            await killer.execute(
+                "SELECT pg_terminate_backend(pid) FROM unnest($1::int[]) AS pid", pids
+            )
+            for _ in range(100):
+                left = await killer.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY($1::int[])", pids
+                )
+                if left == 0:
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            await killer.close()
+        tries: list[object] = []
+        original = asyncpg.Connection.fetchrow
+
+        async def counting(self: asyncpg.Connection, *args: Any, **kwargs: Any) -> Any:
+            tries.append(self)
+            return await original(self, *args, **kwargs)
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(asyncpg.Connection, "fetchrow", counting)
+            for _ in range(3):
+                assert (await store.store_upsert(make_snapshot(new_account_id()))).applied
+        assert len(tries) == 4  # one failure, then three on fresh connections
+    finally:
+        await store.store_close()
+
+
+@pytest.mark.postgres
+async def test_a_url_store_under_load_answers_applied_and_ignored_alike(
+    postgres: Database,
+) -> None:
+    """The command line's case: the store's own engine, 64 concurrent upserts, half of them
+    stale (their reads go through SQLAlchemy on the connections left over)."""
+    store = SQLAlchemyStore(postgres.async_url, table=postgres.table)
+    try:
+        accounts = [new_account_id() for _ in range(32)]
+        for account_id in accounts:
+            await store.store_upsert(make_snapshot(account_id, 10, snapshot_id="ten"))
+        for _ in range(3):
+            results = await asyncio.gather(
+                *(store.store_upsert(make_snapshot(a, 11, snapshot_id="eleven")) for a in accounts),
+                *(store.store_upsert(make_snapshot(a, 9)) for a in accounts),
+            )
+            assert all(r.current.strategy_version == 11 for r in results[:32])
+            assert not any(r.applied for r in results[32:])
+            assert {r.current.snapshot_id for r in results[32:]} <= {"ten", "eleven"}
+        for account_id in accounts:
+            stored = await store.store_get(account_id)
+            assert stored is not None and stored.snapshot_id == "eleven"
+    finally:
+        await store.store_close()
+
+
+def pool_of_engine(fast: AsyncpgUpsert) -> QueuePool:
+    pool = fast.engine.pool
+    assert isinstance(pool, QueuePool)
+    return pool
+
+
+def store_engine(fast: AsyncpgUpsert) -> AsyncEngine:
+    return AsyncEngine(fast.engine)
