@@ -3,7 +3,7 @@
     python bench/memory_per_snapshot.py [--count 100000]
 
 Stores COUNT accounts' snapshots, each built from the API page's example body (own account id)
-through the path the app uses — ``SnapshotRequest.model_validate_json(body).to_snapshot()``
+through the path the app uses — ``parse_upsert(body)``
 then ``MemoryStore.store_upsert`` — and prints one JSON line: the growth of this process's
 resident set size (RSS) divided by COUNT, and for orientation a breakdown of one stored
 snapshot's own objects (objects shared with other snapshots, such as interned or cached
@@ -19,7 +19,8 @@ import os
 import sys
 from typing import Any
 
-from runtime_snapshot_mount import MemoryStore, SnapshotRequest
+from runtime_snapshot_mount import MemoryStore
+from runtime_snapshot_mount.snapshot import parse_upsert
 
 BODY = (
     '{"account_id":"account_user%09d","ugc_account_id":"ugc_123",'
@@ -40,7 +41,7 @@ def rss_bytes() -> int:
 def fill(store: MemoryStore, first: int, count: int) -> None:
     for i in range(first, first + count):
         body = (BODY % (i, 7)).encode()
-        store.store_upsert(SnapshotRequest.model_validate_json(body).to_snapshot())
+        store.store_upsert(parse_upsert(body)[0])
 
 
 def owned_objects(root: Any, shared: set[int]) -> dict[str, int]:
