@@ -90,6 +90,14 @@ def _awaitable(result: object) -> bool:
     return False
 
 
+async def _sole(function: Callable[..., Any], *args: Any) -> Any:
+    """``_first`` for one plain implementation that takes every argument."""
+    result = function(*args)
+    if _awaitable(result):
+        result = await result
+    return result
+
+
 async def _first(impls: tuple[_Impl, ...], *args: Any) -> Any:
     """The first result that is not ``None``, as pluggy's ``firstresult`` (each one awaited)."""
     for function, picks, is_async in impls:
@@ -172,8 +180,13 @@ class Plugins:
 
     def first(self, hook_name: str) -> Callable[..., Awaitable[Any]]:
         """The first-result hook ``hook_name`` as one async callable, taking the hook's
-        arguments in order; what the typed methods below call, without their own layer."""
-        return partial(_first, getattr(self, f"_{hook_name}"))
+        arguments in order; what the typed methods below call, without their own layer (and
+        a sole implementation that takes every argument is called as it is)."""
+        impls: tuple[_Impl, ...] = getattr(self, f"_{hook_name}")
+        if len(impls) == 1 and impls[0].picks is None:
+            function, _, is_async = impls[0]
+            return function if is_async else partial(_sole, function)
+        return partial(_first, impls)
 
     def plugin_names(self) -> list[str]:
         """The registered plugins, for diagnostics."""

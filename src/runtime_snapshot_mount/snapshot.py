@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter
-from typing_extensions import NotRequired, TypedDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic_core import SchemaValidator
+from pydantic_core import core_schema as cs
 
 from .timestamps import format_instant, parse_instant
 
@@ -83,12 +84,9 @@ def _check_synced_at(value: str) -> SyncedAt:
 
 
 # The field types of SPEC §3 as pydantic-core checks them, and with the checks that need Python.
-_TextField = Annotated[str, Field(min_length=1, max_length=255)]
-_LabelField = Annotated[str, Field(max_length=1000)]
-_Version = Annotated[int, Field(ge=1, le=MAX_VERSION)]
-_SKILLS_MAX = Field(max_length=256)
-Text = Annotated[_TextField, AfterValidator(check_text)]
-Label = Annotated[_LabelField, AfterValidator(check_text)]
+_MAX_TEXT, _MAX_LABEL, _MAX_SKILLS = 255, 1000, 256
+Text = Annotated[str, Field(min_length=1, max_length=_MAX_TEXT), AfterValidator(check_text)]
+Label = Annotated[str, Field(max_length=_MAX_LABEL), AfterValidator(check_text)]
 
 
 class SnapshotRequest(BaseModel):
@@ -99,13 +97,13 @@ class SnapshotRequest(BaseModel):
     account_id: Text
     ugc_account_id: Text
     snapshot_id: Text
-    strategy_version: _Version
+    strategy_version: Annotated[int, Field(ge=1, le=MAX_VERSION)]
     content_hash: Text
     strategy_synced_at: Annotated[str, AfterValidator(_check_synced_at)]
     """The request's string, unchanged (a :class:`SyncedAt` carrying its instant)."""
     stage: Label | None = None
     active_action: Label | None = None
-    active_skills: Annotated[list[Text], _SKILLS_MAX] | None = None
+    active_skills: Annotated[list[Text], Field(max_length=_MAX_SKILLS)] | None = None
     personality: Annotated[dict[str, Any], AfterValidator(_check_personality)]
 
     def to_snapshot(self) -> Snapshot:
@@ -126,67 +124,6 @@ class SnapshotRequest(BaseModel):
 
 def _instant(text: str) -> datetime:
     return text.instant if isinstance(text, SyncedAt) else parse_instant(text)
-
-
-class _Fields(TypedDict):
-    """:class:`SnapshotRequest`'s fields with only the checks that pydantic-core makes."""
-
-    __pydantic_config__ = ConfigDict(strict=True, extra="ignore")  # type: ignore[misc]
-
-    account_id: _TextField
-    ugc_account_id: _TextField
-    snapshot_id: _TextField
-    strategy_version: _Version
-    content_hash: _TextField
-    strategy_synced_at: str
-    stage: NotRequired[_LabelField | None]
-    active_action: NotRequired[_LabelField | None]
-    active_skills: NotRequired[Annotated[list[_TextField], _SKILLS_MAX] | None]
-    personality: dict[str, Any]
-
-
-_validate_fields = TypeAdapter(_Fields).validator.validate_json
-_ESCAPED_NUL = b"\\u0000"
-
-
-def parse_upsert(body: bytes) -> tuple[Snapshot, str]:
-    """The snapshot an upsert body asks to store, and its ``strategy_synced_at`` as sent.
-
-    Exactly :meth:`SnapshotRequest.model_validate_json` then
-    :meth:`~SnapshotRequest.to_snapshot`, raising the same :class:`~pydantic.ValidationError`;
-    most bodies take a shorter way there.
-    The JSON parser already refuses lone surrogates, and U+0000 can only arrive written as
-    ``\\u0000``, so a body without that escape needs no per-string check: pydantic-core checks
-    the fields, then one Python pass parses the time and walks the personality. Anything that
-    pass refuses, and every body with the escape, goes through :class:`SnapshotRequest`, which
-    gives the reasons.
-    """
-    if _ESCAPED_NUL not in body:
-        try:
-            fields = _validate_fields(body)
-            synced_at = fields["strategy_synced_at"]
-            instant = parse_instant(synced_at)
-            personality = fields["personality"]
-            _check_container(personality, 1)
-        except ValueError:  # pydantic's ValidationError is one too
-            pass
-        else:
-            skills = fields.get("active_skills")
-            snapshot = Snapshot(
-                fields["account_id"],
-                fields["ugc_account_id"],
-                fields["snapshot_id"],
-                fields["strategy_version"],
-                fields["content_hash"],
-                instant,
-                fields.get("stage"),
-                fields.get("active_action"),
-                None if skills is None else tuple(skills),
-                personality,
-            )
-            return snapshot, synced_at
-    request = SnapshotRequest.model_validate_json(body)
-    return request.to_snapshot(), request.strategy_synced_at
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,3 +190,75 @@ class Principal:
     """Who a bearer token belongs to. Hosts may return any object of their own instead."""
 
     name: str
+
+
+def _sent_instant(text: str, info: cs.ValidationInfo) -> datetime:
+    """``strategy_synced_at``'s instant; the text as sent goes to the caller's context."""
+    sent: Any = info.context
+    sent["strategy_synced_at"] = text
+    return parse_instant(text)
+
+
+def _snapshot_validator() -> SchemaValidator:
+    """Builds a :class:`Snapshot` straight from JSON bytes with :class:`SnapshotRequest`'s
+    field rules, except the per-string U+0000/surrogate checks (see :func:`parse_upsert`)."""
+    text = cs.str_schema(min_length=1, max_length=_MAX_TEXT, strict=True)
+    label = cs.with_default_schema(
+        cs.nullable_schema(cs.str_schema(max_length=_MAX_LABEL, strict=True)), default=None
+    )
+    skills = cs.tuple_schema([text], variadic_item_index=0, max_length=_MAX_SKILLS, strict=True)
+    fields = [
+        cs.dataclass_field("account_id", text),
+        cs.dataclass_field("ugc_account_id", text),
+        cs.dataclass_field("snapshot_id", text),
+        cs.dataclass_field("strategy_version", cs.int_schema(ge=1, le=MAX_VERSION, strict=True)),
+        cs.dataclass_field("content_hash", text),
+        cs.dataclass_field(
+            "strategy_synced_at",
+            cs.with_info_after_validator_function(_sent_instant, cs.str_schema(strict=True)),
+        ),
+        cs.dataclass_field("stage", label),
+        cs.dataclass_field("active_action", label),
+        cs.dataclass_field(
+            "active_skills", cs.with_default_schema(cs.nullable_schema(skills), default=None)
+        ),
+        cs.dataclass_field(
+            "personality",
+            cs.no_info_after_validator_function(
+                _check_personality,
+                cs.dict_schema(cs.str_schema(strict=True), cs.any_schema(), strict=True),
+            ),
+        ),
+    ]
+    arguments = cs.dataclass_args_schema("Snapshot", fields, extra_behavior="ignore")
+    names = [field["name"] for field in fields]
+    schema = cs.dataclass_schema(Snapshot, arguments, names, slots=True, frozen=True, strict=True)
+    return SchemaValidator(schema)
+
+
+_validate_snapshot = _snapshot_validator().validate_json
+_ESCAPED_NUL = b"\\u0000"
+
+
+def parse_upsert(body: bytes) -> tuple[Snapshot, str]:
+    """The snapshot an upsert body asks to store, and its ``strategy_synced_at`` as sent.
+
+    Exactly :meth:`SnapshotRequest.model_validate_json` then
+    :meth:`~SnapshotRequest.to_snapshot`, raising the same :class:`~pydantic.ValidationError`;
+    most bodies take a shorter way there. The JSON parser already refuses lone surrogates, and
+    U+0000 can only arrive written as ``\\u0000``, so a body without that escape needs no
+    per-string check: pydantic-core checks the fields and builds the :class:`Snapshot` in one
+    pass, calling Python only to parse the time and walk the personality. Anything that pass
+    refuses, and every body with the escape, goes through :class:`SnapshotRequest`, which
+    gives the reasons.
+    """
+    if _ESCAPED_NUL not in body:
+        sent: dict[str, str] = {}
+        try:
+            snapshot: Snapshot = _validate_snapshot(body, context=sent)
+        except ValueError:  # pydantic-core's ValidationError is one
+            pass
+        else:
+            return snapshot, sent["strategy_synced_at"]
+    request = SnapshotRequest.model_validate_json(body)
+    return request.to_snapshot(), request.strategy_synced_at

@@ -268,6 +268,7 @@ class Leases:
         since = self.checked_out.get(id(connection), 0.0)
         self.kept.append((connection, since))
         self._wake()
+        self._arm()  # already armed, except after close(): then it gives them back later
 
     def lost(self, connection: PoolProxiedConnection | None) -> None:
         """A connection of :meth:`acquire` will not come back (its failure disposes of it)."""
