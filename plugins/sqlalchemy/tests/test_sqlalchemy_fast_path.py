@@ -24,7 +24,7 @@ import pytest
 from asyncpg.prepared_stmt import PreparedStatement
 from runtime_snapshot_mount_sqlalchemy import SQLAlchemyStore, create_store_engine, is_transient
 from runtime_snapshot_mount_sqlalchemy.engines import MAX_OVERFLOW, POOL_SIZE
-from runtime_snapshot_mount_sqlalchemy.fast_path import AsyncpgUpsert, asyncpg_upsert
+from runtime_snapshot_mount_sqlalchemy.fast_path import AsyncpgUpsert, Leases, asyncpg_upsert
 from sqlalchemy import create_engine, event, exc, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool, QueuePool
@@ -522,13 +522,16 @@ async def test_sqlite_upserts_in_one_process_take_turns(sqlite: Database, mode: 
 
 
 @contextlib.asynccontextmanager
-async def leasing(database: Database, **options: Any) -> AsyncIterator[AsyncpgUpsert]:
-    """The fast path with leases on a new asyncpg engine of its own (``options`` for it)."""
+async def leasing(
+    database: Database, **options: Any
+) -> AsyncIterator[tuple[AsyncpgUpsert, Leases]]:
+    """The fast path with leases on a new asyncpg engine of its own (``options`` for it), and
+    its leases."""
     engine = database.engine("async", **options)
     fast = asyncpg_upsert(engine, database.table, lease=True)
     assert fast is not None and fast.leases is not None
     try:
-        yield fast
+        yield fast, fast.leases
     finally:
         await fast.close()
         await dispose(engine)
@@ -552,9 +555,7 @@ def test_only_a_store_made_engine_keeps_connections(sqlite: Database) -> None:
 
 @pytest.mark.postgres
 async def test_upserts_reuse_kept_connections_without_pool_checkouts(postgres: Database) -> None:
-    async with leasing(postgres, pool_size=3, max_overflow=0) as fast:
-        leases = fast.leases
-        assert leases is not None
+    async with leasing(postgres, pool_size=3, max_overflow=0) as (fast, leases):
         checkouts = count_checkouts(fast)
         account_id = new_account_id()
         for version in range(1, 51):
@@ -567,9 +568,7 @@ async def test_upserts_reuse_kept_connections_without_pool_checkouts(postgres: D
 
 @pytest.mark.postgres
 async def test_kept_connections_go_back_to_the_pool_once_unused(postgres: Database) -> None:
-    async with leasing(postgres, pool_size=3, max_overflow=0) as fast:
-        leases = fast.leases
-        assert leases is not None
+    async with leasing(postgres, pool_size=3, max_overflow=0) as (fast, leases):
         leases.idle_seconds = 0.05
         await asyncio.gather(*(fast.apply(make_snapshot(new_account_id())) for _ in range(6)))
         assert pool_of_engine(fast).checkedout() == leases.limit == 2  # 3 less one left over
@@ -583,9 +582,7 @@ async def test_kept_connections_go_back_to_the_pool_once_unused(postgres: Databa
 
 @pytest.mark.postgres
 async def test_a_connection_kept_past_its_lifetime_goes_back(postgres: Database) -> None:
-    async with leasing(postgres, pool_size=3, max_overflow=0) as fast:
-        leases = fast.leases
-        assert leases is not None
+    async with leasing(postgres, pool_size=3, max_overflow=0) as (fast, leases):
         checkouts = count_checkouts(fast)
         leases.lifetime = 0.2
         for _ in range(3):
@@ -599,9 +596,8 @@ async def test_a_connection_kept_past_its_lifetime_goes_back(postgres: Database)
 async def test_more_upserts_than_kept_connections_wait_their_turn(postgres: Database) -> None:
     """200 concurrent upserts on a pool of 4: at most 3 connections kept, all applied, and one
     connection always left to the store's other statements (here: a read that waits on it)."""
-    async with leasing(postgres, pool_size=4, max_overflow=0, pool_timeout=5) as fast:
-        leases = fast.leases
-        assert leases is not None and leases.limit == 3
+    async with leasing(postgres, pool_size=4, max_overflow=0, pool_timeout=5) as (fast, leases):
+        assert leases.limit == 3
         in_use: list[int] = []
         original = asyncpg.Connection.fetchrow
 
@@ -629,9 +625,8 @@ async def test_more_upserts_than_kept_connections_wait_their_turn(postgres: Data
 async def test_waiting_upserts_that_are_cancelled_do_not_stall_the_others(
     postgres: Database,
 ) -> None:
-    async with leasing(postgres, pool_size=2, max_overflow=0) as fast:
-        leases = fast.leases
-        assert leases is not None and leases.limit == 1
+    async with leasing(postgres, pool_size=2, max_overflow=0) as (fast, leases):
+        assert leases.limit == 1
         tasks = [
             asyncio.ensure_future(fast.apply(make_snapshot(new_account_id()))) for _ in range(30)
         ]
