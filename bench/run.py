@@ -1,6 +1,6 @@
 """Benchmark POST /runtime-snapshots/upsert against its ceilings, on loopback, in one command.
 
-    .venv/bin/python bench/run.py                      # 3 rounds x 10 s per target (10-20 min)
+    .venv/bin/python bench/run.py                      # 5 rounds x 10 s per target (15-25 min)
     .venv/bin/python bench/run.py --duration 3 --rounds 1 --no-profile   # a quick look
 
 See bench/README.md for what each figure means. Not part of the test run.
@@ -785,7 +785,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=10, help="measured s per run [10]")
     parser.add_argument("--warmup", type=float, default=2, help="warm-up s before each run [2]")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds over all targets [3]")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds over all targets [5]")
     parser.add_argument("--connections", type=int, default=32, help="main comparison [32]")
     parser.add_argument("--sqlite-connections", type=int, default=64, help="sqlite@64 [64]")
     parser.add_argument("--accounts", type=int, default=1000)
