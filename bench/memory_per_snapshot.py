@@ -46,23 +46,10 @@ def fill(store: MemoryStore, first: int, count: int) -> None:
 
 def owned_objects(root: Any, shared: set[int]) -> dict[str, int]:
     """Sizes by type of the objects reachable from ``root`` whose ids are not in ``shared``."""
-    seen: set[int] = set()
     sizes: dict[str, int] = {}
-    stack = [root]
-    while stack:
-        obj = stack.pop()
-        if id(obj) in seen or id(obj) in shared:
-            continue
-        seen.add(id(obj))
+    for obj in _walk(root, shared):
         name = type(obj).__name__
         sizes[name] = sizes.get(name, 0) + sys.getsizeof(obj)
-        if isinstance(obj, dict):
-            stack.extend(obj.keys())
-            stack.extend(obj.values())
-        elif isinstance(obj, list | tuple | set | frozenset):
-            stack.extend(obj)
-        elif hasattr(obj, "__slots__"):
-            stack.extend(getattr(obj, slot) for slot in obj.__slots__)
     return sizes
 
 
@@ -70,12 +57,14 @@ def reachable_ids(root: Any) -> set[int]:
     return {id(o) for o in _walk(root)}
 
 
-def _walk(root: Any) -> list[Any]:
+def _walk(root: Any, skip: set[int] | frozenset[int] = frozenset()) -> list[Any]:
+    """The objects reachable from ``root`` through containers and slots, not entering those
+    whose ids are in ``skip``."""
     seen: dict[int, Any] = {}
     stack = [root]
     while stack:
         obj = stack.pop()
-        if id(obj) in seen:
+        if id(obj) in seen or id(obj) in skip:
             continue
         seen[id(obj)] = obj
         if isinstance(obj, dict):

@@ -15,7 +15,4 @@ def is_stale(incoming: Snapshot, stored: Snapshot | None) -> bool:
     at microsecond precision, so they compare as instants, never as strings. An exact replay
     is not stale.
     """
-    return stored is not None and (stored.strategy_version, stored.strategy_synced_at) > (
-        incoming.strategy_version,
-        incoming.strategy_synced_at,
-    )
+    return stored is not None and stored.freshness > incoming.freshness

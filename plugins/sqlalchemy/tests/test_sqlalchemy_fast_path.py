@@ -653,7 +653,7 @@ async def test_kept_connections_of_a_lost_server_are_not_reused(postgres: Databa
         )
         kept = fast.leases.kept
         assert len(kept) == fast.leases.limit
-        pids = [connection.driver_connection.get_server_pid() for connection, _ in kept]
+        pids = [connection.driver_connection.get_server_pid() for connection in kept]
         killer = await asyncpg.connect(
             postgres.url("async").set(drivername="postgresql").render_as_string(hide_password=False)
         )

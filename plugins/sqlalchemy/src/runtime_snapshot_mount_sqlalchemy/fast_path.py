@@ -64,6 +64,7 @@ __all__ = ["AsyncpgUpsert", "Leases", "asyncpg_upsert"]
 
 _Processor = Callable[[Any], Any]
 _EXITS = (asyncio.TimeoutError, asyncio.CancelledError)  # what SQLAlchemy counts as exits
+_LEASED_AT = "runtime_snapshot_mount.leased_at"  # in connection.info: when Leases took it
 
 
 def asyncpg_upsert(engine: object, table: Table, *, lease: bool = False) -> AsyncpgUpsert | None:
@@ -143,7 +144,7 @@ class AsyncpgUpsert:
             driver: Any = connection.driver_connection
             row = await driver.fetchrow(self.sql, *parameters)
         except BaseException as error:
-            leases.lost(connection)
+            leases.lost()
             engine, sql = self.engine, self.sql
             await greenlet_spawn(_fail, engine.pool, connection, error, sql, parameters, engine)
             raise  # pragma: no cover - _fail raises
@@ -220,24 +221,22 @@ class Leases:
         self.limit = max(1, capacity - max(1, capacity // 10))
         self.idle_seconds = idle
         self.lifetime = lifetime
-        self.kept: list[tuple[PoolProxiedConnection, float]] = []  # idle: (connection, since)
+        self.kept: list[PoolProxiedConnection] = []  # idle, the most recently used last
         self.in_use = 0
         self.used = 0  # upserts served; the idle timer compares it between its runs
         self.waiters: deque[asyncio.Future[None]] = deque()
         self.timer: asyncio.TimerHandle | None = None
         self.returning: set[asyncio.Task[None]] = set()
-        self.checked_out: dict[int, float] = {}  # id(connection) -> when it left the pool
 
     async def acquire(self) -> PoolProxiedConnection:
         """A connection for one statement; hand it to :meth:`release` or :meth:`lost`."""
         while True:
             if self.kept:
-                connection, since = self.kept.pop()
-                if self._sound(connection, since):
+                connection = self.kept.pop()
+                if self._sound(connection):
                     self.in_use += 1
                     self.used += 1
                     return connection
-                self.checked_out.pop(id(connection), None)
                 await greenlet_spawn(_give_back, [connection])
                 continue
             if self.in_use + len(self.kept) < self.limit:
@@ -245,9 +244,9 @@ class Leases:
                 try:
                     connection = await greenlet_spawn(_checkout, self.engine)
                 except BaseException:
-                    self.lost(None)
+                    self.lost()
                     raise
-                self.checked_out[id(connection)] = time.monotonic()
+                connection.info[_LEASED_AT] = time.monotonic()
                 self.used += 1
                 self._arm()
                 return connection
@@ -265,16 +264,13 @@ class Leases:
     def release(self, connection: PoolProxiedConnection) -> None:
         """``connection`` is free again (and sound)."""
         self.in_use -= 1
-        since = self.checked_out.get(id(connection), 0.0)
-        self.kept.append((connection, since))
+        self.kept.append(connection)
         self._wake()
         self._arm()  # already armed, except after close(): then it gives them back later
 
-    def lost(self, connection: PoolProxiedConnection | None) -> None:
+    def lost(self) -> None:
         """A connection of :meth:`acquire` will not come back (its failure disposes of it)."""
         self.in_use -= 1
-        if connection is not None:
-            self.checked_out.pop(id(connection), None)
         self._wake()
 
     async def close(self) -> None:
@@ -282,20 +278,18 @@ class Leases:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        kept, self.kept = [connection for connection, _ in self.kept], []
-        for connection in kept:
-            self.checked_out.pop(id(connection), None)
+        kept, self.kept = self.kept, []
         if kept:
             await greenlet_spawn(_give_back, kept)
         if self.returning:
             await asyncio.gather(*self.returning, return_exceptions=True)
 
-    def _sound(self, connection: PoolProxiedConnection, since: float) -> bool:
+    def _sound(self, connection: PoolProxiedConnection) -> bool:
         record: Any = connection._connection_record
         pool: Any = self.engine.pool
         return (
             connection.is_valid
-            and time.monotonic() - since < self.lifetime
+            and time.monotonic() - connection.info.get(_LEASED_AT, 0.0) < self.lifetime
             and record is not None
             and record.starttime >= pool._invalidate_time
         )
@@ -317,9 +311,7 @@ class Leases:
         tick, give the kept ones back to the pool."""
         self.timer = None
         if self.used == used_before and self.kept:
-            kept, self.kept = [connection for connection, _ in self.kept], []
-            for connection in kept:
-                self.checked_out.pop(id(connection), None)
+            kept, self.kept = self.kept, []
             task = asyncio.ensure_future(greenlet_spawn(_give_back, kept))
             self.returning.add(task)
             task.add_done_callback(self.returning.discard)
