@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
@@ -163,6 +164,24 @@ class Snapshot:
             "active_skills": None if self.active_skills is None else list(self.active_skills),
             "personality": self.personality,
         }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Snapshot:
+        """The snapshot that :meth:`to_json` gave ``data`` for: its inverse, for stores that keep
+        snapshots as JSON. ``data`` is trusted (what a store wrote); it is not validated."""
+        skills = data.get("active_skills")
+        return cls(
+            account_id=data["account_id"],
+            ugc_account_id=data["ugc_account_id"],
+            snapshot_id=data["snapshot_id"],
+            strategy_version=data["strategy_version"],
+            content_hash=data["content_hash"],
+            strategy_synced_at=parse_instant(data["strategy_synced_at"]),
+            stage=data.get("stage"),
+            active_action=data.get("active_action"),
+            active_skills=None if skills is None else tuple(skills),
+            personality=data["personality"],
+        )
 
 
 @dataclass(frozen=True, slots=True)
