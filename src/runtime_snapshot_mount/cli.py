@@ -1,68 +1,194 @@
-"""The ``runtime-snapshot-mount`` command: ``serve`` the endpoint, ``show`` a stored snapshot."""
+"""The ``runtime-snapshot-mount`` command: ``serve`` the endpoint, ``show`` a stored snapshot.
+
+``serve`` is a thin layer over :func:`runtime_snapshot_mount.standalone.create_app_from_env`:
+it reads the same environment variables, lets its options override them, creates the table
+once in this (the parent) process, and hands the settings to uvicorn's workers as those
+variables.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
-import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
-from typing import Any
+from importlib import metadata
+from types import FrameType
+from typing import Any, NoReturn
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from . import logging_setup
+from .app import DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_BODY_BYTES
+from .plugins import ConfigurationError
+from .standalone import DEFAULT_STORE, Settings, create_tables, is_process_local, sqlite_file
+from .standalone import open_store as _open_store
+from .static import load_accounts_file
 
-from .app import DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_BODY_BYTES, create_app
-from .memory import MemoryStoreOpener
-from .operations import RequestIdFilter
-from .plugins import ConfigurationError, Plugins
-from .static import AnyAccount, load_accounts_file
+__all__ = ["DEFAULT_STORE", "main", "version"]
 
-__all__ = ["DEFAULT_STORE", "main"]
+FACTORY = "runtime_snapshot_mount.standalone:create_app_from_env"
+_create_tables = create_tables
 
-DEFAULT_STORE = "sqlite:///runtime-snapshots.db"
-_CONFIG_VARIABLE = "RUNTIME_SNAPSHOT_MOUNT_SERVE_CONFIG"
-_SQLALCHEMY_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mariadb", "oracle", "mssql")
 
-logger = logging.getLogger("runtime_snapshot_mount")
+def version() -> str:
+    """The installed distribution's version."""
+    try:
+        return metadata.version("runtime-snapshot-mount")
+    except metadata.PackageNotFoundError:  # run from a source tree that is not installed
+        return "unknown"
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line on stderr and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {' '.join(message.split())} (see --help)\n")
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port {port} is outside 0-65535")
+    return port
+
+
+def _positive(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{number} is not at least 1")
+    return number
+
+
+def _seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not seconds >= 0:  # NaN too
+        raise argparse.ArgumentTypeError(f"{text} is not 0 or a positive number of seconds")
+    return seconds
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    formatter = argparse.ArgumentDefaultsHelpFormatter
+    parser = _Parser(
         prog="runtime-snapshot-mount",
         description="Serve POST /runtime-snapshots/upsert standalone, or show a stored snapshot.",
+        formatter_class=formatter,
     )
-    commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="serve the endpoint on uvicorn")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    serve = commands.add_parser(
+        "serve",
+        help="serve the endpoint on uvicorn",
+        description="Serve the endpoint on uvicorn. Options left out take the environment "
+        "variable named in their help (as the ASGI factory "
+        f"{FACTORY} does), else the default shown.",
+        formatter_class=formatter,
+    )
+    unset = argparse.SUPPRESS  # taken from the environment, else the settings' default
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve.add_argument("--port", type=_port, default=8000, help="port to listen on (0-65535)")
     serve.add_argument(
-        "--store", default=DEFAULT_STORE, help=f"store URL; {DEFAULT_STORE} if unset"
+        "--store", default=unset, help=f"store URL [RSM_STORE; default {DEFAULT_STORE}]"
     )
-    serve.add_argument("--accounts", metavar="FILE", help="JSON array of {account_id, active}")
+    serve.add_argument(
+        "--accounts",
+        default=unset,
+        metavar="FILE",
+        help="JSON array of {account_id, active} [RSM_ACCOUNTS; default: every account id]",
+    )
     serve.add_argument(
         "--api-key",
         action="append",
-        default=[],
+        default=unset,
         metavar="KEY",
-        help="accepted bearer token; repeat for rotation (PHONEFARM_API_KEY adds one more)",
+        help="accepted bearer token; repeat for rotation; adds to RSM_API_KEYS "
+        "(comma-separated) and PHONEFARM_API_KEY",
     )
-    serve.add_argument("--workers", type=int, default=1)
-    serve.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
+    serve.add_argument(
+        "--workers", type=_positive, default=1, help="worker processes (a shared store for > 1)"
+    )
+    serve.add_argument(
+        "--max-body-bytes",
+        type=_positive,
+        default=unset,
+        metavar="N",
+        help=f"largest accepted body, else 413 [RSM_MAX_BODY_BYTES; default "
+        f"{DEFAULT_MAX_BODY_BYTES}]",
+    )
     serve.add_argument(
         "--body-timeout",
-        type=float,
-        default=DEFAULT_BODY_TIMEOUT,
+        type=_seconds,
+        default=unset,
         metavar="SECONDS",
-        help=f"seconds to send the whole body, else 408; 0: no limit ({DEFAULT_BODY_TIMEOUT:g})",
+        help=f"seconds to send the whole body, else 408; 0: no limit [RSM_BODY_TIMEOUT; "
+        f"default {DEFAULT_BODY_TIMEOUT:g}]",
     )
     serve.add_argument(
-        "--openapi", action="store_true", help="also serve the OpenAPI document at /openapi.json"
+        "--openapi",
+        action="store_true",
+        default=unset,
+        help="also serve the OpenAPI document at /openapi.json [RSM_OPENAPI; default off]",
     )
-    show = commands.add_parser("show", help="print an account's stored snapshot as JSON")
+    serve.add_argument(
+        "--no-access-log",
+        dest="access_log",
+        action="store_false",
+        default=unset,
+        help="write no access line per request [RSM_ACCESS_LOG; default: one line each]",
+    )
+    serve.add_argument(
+        "--log-level",
+        choices=logging_setup.LOG_LEVELS,
+        type=str.lower,
+        default=unset,
+        help="least level logged [RSM_LOG_LEVEL; default info]",
+    )
+    serve.add_argument(
+        "--log-format",
+        choices=logging_setup.LOG_FORMATS,
+        default=unset,
+        help="text lines, or one JSON object per line [RSM_LOG_FORMAT; default text]",
+    )
+    serve.add_argument(
+        "--root-path",
+        default="",
+        metavar="PATH",
+        help="the path prefix a reverse proxy serves the app under (and strips)",
+    )
+    serve.add_argument(
+        "--proxy-headers",
+        action="store_true",
+        help="take the client address and scheme from X-Forwarded-* headers "
+        "of the --forwarded-allow-ips",
+    )
+    serve.add_argument(
+        "--forwarded-allow-ips",
+        default="127.0.0.1",
+        metavar="IPS",
+        help="comma-separated addresses (or *) whose X-Forwarded-* headers are trusted",
+    )
+    show = commands.add_parser(
+        "show",
+        help="print an account's stored snapshot as JSON",
+        description="Print an account's stored snapshot as one JSON object. Exit status 1: "
+        "nothing stored for the account; 2: the store, its database or its table is missing.",
+        formatter_class=formatter,
+    )
     show.add_argument("account_id", metavar="ACCOUNT_ID")
-    show.add_argument("--store", default=DEFAULT_STORE, help=f"store URL; {DEFAULT_STORE} if unset")
+    show.add_argument(
+        "--store", default=unset, help=f"store URL [RSM_STORE; default {DEFAULT_STORE}]"
+    )
     return parser
 
 
@@ -71,147 +197,69 @@ def _fail(status: int, reason: str) -> int:
     return status
 
 
-async def _open_store(url: str) -> tuple[object, Plugins]:
-    """Open the store plugin for ``url``; returns it with a manager that holds only it."""
-    opener = Plugins(builtins=[MemoryStoreOpener()], require_store=False)
-    store = await opener.store_from_url(url)
-    if store is None:
-        scheme = url.partition(":")[0].partition("+")[0].lower()
-        if scheme in _SQLALCHEMY_SCHEMES:
-            raise ConfigurationError(
-                f"the store URL {url!r} needs the SQLAlchemy plugin: "
-                "pip install 'runtime-snapshot-mount[sqlalchemy]'"
-            )
-        raise ConfigurationError(f"no installed plugin opens the store URL {url!r}")
-    return store, Plugins([store], entry_points=False)
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())[:300] or type(error).__name__
 
 
-def _serve_config(args: argparse.Namespace) -> dict[str, Any]:
-    keys = list(args.api_key)
-    if os.environ.get("PHONEFARM_API_KEY"):
-        keys.append(os.environ["PHONEFARM_API_KEY"])
-    if not keys:
-        raise ConfigurationError("no API key: pass --api-key KEY or set PHONEFARM_API_KEY")
-    if any(not key.strip() for key in keys):
-        raise ConfigurationError("an API key must not be empty")
-    if args.workers < 1:
-        raise ConfigurationError("--workers must be at least 1")
-    if args.workers > 1 and args.store == "memory://":
-        raise ConfigurationError(
-            "--workers > 1 needs a shared store: memory:// is not shared between processes"
-        )
-    if args.max_body_bytes < 1:
-        raise ConfigurationError("--max-body-bytes must be at least 1")
-    if not args.body_timeout >= 0:  # NaN too
-        raise ConfigurationError("--body-timeout must be a number of seconds, or 0 for no limit")
-    accounts = None
-    if args.accounts is not None:
-        load_accounts_file(args.accounts)  # fail now, in the parent, with a one-line reason
-        accounts = os.path.abspath(args.accounts)
-    return {
-        "store": args.store,
-        "api_keys": keys,
-        "accounts": accounts,
-        "max_body_bytes": args.max_body_bytes,
-        "body_timeout": args.body_timeout or None,
-        "openapi": args.openapi,
-    }
+_OPTIONS = ["store", "accounts", "max_body_bytes", "body_timeout", "openapi"]
+_OPTIONS += ["access_log", "log_level", "log_format"]
 
 
-class _StandaloneApp:
-    """The served ASGI app: opens the store and builds the sub-app at lifespan start-up,
-    on the server's own event loop, in each worker process."""
-
-    def __init__(self, config: dict[str, Any]) -> None:
-        self.config = config
-        self.app: ASGIApp | None = None
-        self.plugins: Plugins | None = None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
-            return
-        assert self.app is not None, "the server did not run the lifespan start-up"
-        await self.app(scope, receive, send)
-
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                try:
-                    await self._start()
-                except Exception as error:
-                    logger.exception("start-up failed")
-                    await send({"type": "lifespan.startup.failed", "message": str(error)})
-                    return
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                if self.plugins is not None:
-                    await self.plugins.store_close()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
-
-    async def _start(self) -> None:
-        config = self.config
-        store, self.plugins = await _open_store(config["store"])
-        accounts_file = config["accounts"]
-        extra: list[object] = [store]
-        if accounts_file is not None:
-            extra.append(load_accounts_file(accounts_file))
-        else:
-            extra.append(AnyAccount())
-        self.app = create_app(
-            *extra,
-            api_keys=config["api_keys"],
-            max_body_bytes=config["max_body_bytes"],
-            openapi=config.get("openapi", False),
-            body_timeout=config.get("body_timeout", DEFAULT_BODY_TIMEOUT),
-        )
+def _serve_settings(args: argparse.Namespace) -> Settings:
+    """The environment's settings, overridden by the options given."""
+    given: dict[str, Any] = {name: getattr(args, name) for name in _OPTIONS if name in args}
+    if given.get("body_timeout") == 0:
+        given["body_timeout"] = None
+    if given.get("accounts") is not None:
+        given["accounts"] = os.path.abspath(given["accounts"])
+    settings = Settings.from_environ(os.environ, api_keys=getattr(args, "api_key", ()))
+    return dataclasses.replace(settings, **given)
 
 
-def standalone_app() -> _StandaloneApp:
-    """The uvicorn factory that each worker calls; its settings come from the parent."""
-    if not logging.getLogger().handlers and not logger.handlers:
-        logging.basicConfig(
-            level=logging.INFO,
-            format="%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s",
-        )
-        for handler in logging.getLogger().handlers:
-            handler.addFilter(RequestIdFilter())
-    return _StandaloneApp(json.loads(os.environ[_CONFIG_VARIABLE]))
-
-
-async def _create_tables(url: str) -> None:
-    _, plugins = await _open_store(url)
-    try:
-        await plugins.store_create_tables()
-    finally:
-        await plugins.store_close()
+def _exit_gracefully(signum: int, frame: FrameType | None) -> NoReturn:
+    """SIGTERM once uvicorn has drained and shut down (it raises the signal again), or
+    before it started: a clean stop, exit status 0."""
+    raise SystemExit(0)
 
 
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     try:
-        config = _serve_config(args)
-        asyncio.run(_create_tables(config["store"]))
+        settings = _serve_settings(args)
+        local = is_process_local(settings.store)
+        if args.workers > 1 and local:
+            raise ConfigurationError(
+                f"--workers > 1 needs a shared store: {settings.store} lives in one process"
+            )
+        if settings.accounts is not None:
+            load_accounts_file(settings.accounts)  # fail now, with a one-line reason
+        if not local:  # once, here, before any worker starts: workers never race for it
+            asyncio.run(create_tables(settings.store))
     except ConfigurationError as error:
         return _fail(2, str(error))
     except Exception as error:
-        return _fail(2, f"cannot open the store: {' '.join(str(error).split())[:300]}")
-    if config["accounts"] is None:
-        print(
-            "runtime-snapshot-mount: no --accounts file: every account id is accepted",
-            file=sys.stderr,
-        )
-    os.environ[_CONFIG_VARIABLE] = json.dumps(config)
+        return _fail(2, f"cannot open the store: {_one_line(error)}")
+    if settings.accounts is None:
+        _fail(0, "no --accounts file: every account id is accepted")
+    # an in-memory database exists only in the serving process: its table is made there
+    os.environ.update(dataclasses.replace(settings, create_tables=local).to_environ())
+    signal.signal(signal.SIGTERM, _exit_gracefully)
     uvicorn.run(
-        "runtime_snapshot_mount.cli:standalone_app",
+        FACTORY,
         factory=True,
         host=args.host,
         port=args.port,
         workers=args.workers,
         lifespan="on",
+        loop="auto",
+        http="auto",
+        access_log=False,  # the app writes its own access line (RSM_ACCESS_LOG)
+        log_level=settings.log_level,
+        log_config=logging_setup.uvicorn_log_config(settings.log_level, settings.log_format),
+        root_path=args.root_path,
+        proxy_headers=args.proxy_headers,
+        forwarded_allow_ips=args.forwarded_allow_ips,
     )
     return 0
 
@@ -225,18 +273,26 @@ async def _show(account_id: str, url: str) -> dict[str, Any] | None:
     return None if snapshot is None else snapshot.to_json()
 
 
+def _show_command(args: argparse.Namespace) -> int:
+    url = getattr(args, "store", None) or os.environ.get("RSM_STORE", "").strip() or DEFAULT_STORE
+    database = sqlite_file(url)
+    if database is not None and not database.is_file():
+        return _fail(2, f"no database file {str(database)!r} (from the store URL {url!r})")
+    try:
+        found = asyncio.run(_show(args.account_id, url))
+    except ConfigurationError as error:
+        return _fail(2, str(error))
+    except Exception as error:  # a missing table, an unreachable server, ...
+        return _fail(2, f"cannot read the store: {_one_line(error)}")
+    if found is None:
+        return _fail(1, f"no snapshot stored for account {args.account_id!r}")
+    print(json.dumps(found, ensure_ascii=False))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = _parser().parse_args(argv)
     if args.command == "serve":
         return _serve(args)
-    try:
-        found = asyncio.run(_show(args.account_id, args.store))
-    except ConfigurationError as error:
-        return _fail(2, str(error))
-    except Exception as error:
-        return _fail(1, f"cannot read the store: {' '.join(str(error).split())[:300]}")
-    if found is None:
-        return _fail(1, f"no snapshot stored for account {args.account_id!r}")
-    print(json.dumps(found, ensure_ascii=False))
-    return 0
+    return _show_command(args)

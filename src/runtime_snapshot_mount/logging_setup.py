@@ -1,0 +1,201 @@
+"""Log handling for the standalone server: one format for every line, written off the event loop.
+
+The request path only puts the record on a queue (:class:`DeferredQueueHandler`); a
+:class:`~logging.handlers.QueueListener` thread formats and writes it. ``text`` lines read
+``TIME LEVEL LOGGER: MESSAGE [REQUEST_ID]``; ``json`` writes one JSON object per line for log
+shippers. :func:`configure` gives the ``runtime_snapshot_mount`` loggers and uvicorn's own
+loggers the same handler, so their formats never mix. Hosts that mount the sub-app configure
+logging themselves and never call this.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import queue
+import sys
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from logging.handlers import QueueHandler, QueueListener
+from typing import Any, TextIO
+
+from .operations import LOGGER_NAME, RequestIdFilter
+
+__all__ = [
+    "ACCESS_FIELDS",
+    "ACCESS_LOGGER_NAME",
+    "LOG_FORMATS",
+    "LOG_LEVELS",
+    "SERVER_LOGGER_NAMES",
+    "DeferredQueueHandler",
+    "JsonFormatter",
+    "TextFormatter",
+    "configure",
+    "uvicorn_log_config",
+    "write_directly",
+]
+
+ACCESS_LOGGER_NAME = f"{LOGGER_NAME}.access"
+ACCESS_FIELDS = ("method", "path", "status", "outcome", "duration", "request_id")
+LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+SERVER_LOGGER_NAMES = ("uvicorn", "uvicorn.error", "uvicorn.access")
+
+_state: dict[str, Any] = {}
+
+
+def _extras(record: logging.LogRecord) -> dict[str, Any]:
+    return {name: record.__dict__[name] for name in ACCESS_FIELDS if name in record.__dict__}
+
+
+class TextFormatter(logging.Formatter):
+    """``TIME LEVEL LOGGER: MESSAGE [REQUEST_ID]``; an access record without a message of its
+    own reads ``METHOD PATH STATUS OUTCOME DURATIONms``."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        line = super().formatMessage(record)
+        fields = _extras(record)
+        if not record.msg and "status" in fields:
+            duration = fields.get("duration")
+            took = f" {duration * 1000:.2f}ms" if isinstance(duration, float) else ""
+            parts = [fields.get("method", "-"), fields.get("path", "-"), fields["status"]]
+            parts.append(fields.get("outcome", "-"))
+            line += " " + " ".join(str(part) for part in parts) + took
+        request_id = fields.get("request_id")
+        if request_id and request_id != "-":
+            line += f" [{request_id}]"
+        return line
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: ``time`` (UTC, RFC 3339), ``level``, ``logger``,
+    ``message``, the access fields present on the record, and ``exception`` when there is one."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The record as one line of JSON."""
+        instant = datetime.fromtimestamp(record.created, tz=timezone.utc)
+        line: dict[str, Any] = {
+            "time": instant.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for name, value in _extras(record).items():
+            line.setdefault(name, value)
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            line["exception"] = record.exc_text
+        return json.dumps(line, ensure_ascii=False, default=str)
+
+
+def _formatter(log_format: str) -> logging.Formatter:
+    if log_format not in LOG_FORMATS:
+        raise ValueError(f"log format must be one of {', '.join(LOG_FORMATS)}")
+    return JsonFormatter() if log_format == "json" else TextFormatter()
+
+
+class DeferredQueueHandler(QueueHandler):
+    """A :class:`QueueHandler` that leaves the formatting to the listener thread.
+
+    The stock handler formats the message while enqueuing, on the caller's thread (the
+    event loop); this one only attaches the request id, which must be read in the caller's
+    context. The queue never leaves the process, so the record need not be picklable.
+    """
+
+    def __init__(self, target: queue.SimpleQueue[Any]) -> None:
+        super().__init__(target)
+        self.addFilter(RequestIdFilter())
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        """The record as it is: the listener formats it."""
+        return record
+
+
+def _loggers(names: Iterable[str]) -> list[logging.Logger]:
+    return [logging.getLogger(name) for name in names]
+
+
+def configure(
+    *,
+    level: str = "info",
+    log_format: str = "text",
+    access_log: bool = True,
+    stream: TextIO | None = None,
+) -> None:
+    """Send the ``runtime_snapshot_mount`` and uvicorn loggers, formatted as ``log_format``,
+    to ``stream`` (stderr) through a queue and one writer thread. A uvicorn logger without
+    handlers (its access log when switched off) is left alone.
+
+    ``level`` applies to everything but the access log, which ``access_log`` alone turns on
+    (``INFO`` records on ``runtime_snapshot_mount.access``) or off. Calling it again replaces
+    the previous set-up. The listener is stopped, and what it holds written, at exit.
+    """
+    if level.lower() not in LOG_LEVELS:
+        raise ValueError(f"log level must be one of {', '.join(LOG_LEVELS)}")
+    write_directly()
+    writer = logging.StreamHandler(sys.stderr if stream is None else stream)
+    writer.setFormatter(_formatter(log_format))
+    writer.addFilter(RequestIdFilter())
+    records: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    handler = DeferredQueueHandler(records)
+    listener = QueueListener(records, writer)
+    listener.start()
+    if not _state.get("atexit"):
+        atexit.register(write_directly)
+        _state["atexit"] = True
+    _state.update(listener=listener, handler=handler, writer=writer)
+    numeric_level = logging.getLevelName(level.upper())
+    for logger in _loggers(SERVER_LOGGER_NAMES):
+        if logger.handlers:  # one the server switched off (uvicorn's access log) stays off
+            logger.handlers = [handler]
+            logger.setLevel(numeric_level)
+    ours = logging.getLogger(LOGGER_NAME)
+    ours.handlers = [handler]
+    ours.propagate = False
+    ours.setLevel(numeric_level)
+    access = logging.getLogger(ACCESS_LOGGER_NAME)
+    access.handlers = []
+    access.propagate = True
+    access.setLevel(logging.INFO if access_log else logging.CRITICAL + 1)
+
+
+def write_directly() -> None:
+    """Stop the writer thread once it has written every queued record, and let the loggers
+    write on the caller's thread from now on (at shutdown, so that no line is lost)."""
+    listener: QueueListener | None = _state.pop("listener", None)
+    handler = _state.pop("handler", None)
+    writer = _state.pop("writer", None)
+    if listener is None:
+        return
+    listener.stop()
+    for logger in _loggers((LOGGER_NAME, *SERVER_LOGGER_NAMES)):
+        logger.handlers = [writer if item is handler else item for item in logger.handlers]
+
+
+def uvicorn_log_config(level: str = "info", log_format: str = "text") -> dict[str, Any]:
+    """A ``logging.config.dictConfig`` for uvicorn's own loggers in the same format, for
+    uvicorn's ``log_config`` (it applies before the app is loaded, and in the parent of the
+    worker processes)."""
+    _formatter(log_format)
+    formatter = f"{__name__}.{'JsonFormatter' if log_format == 'json' else 'TextFormatter'}"
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"server": {"()": formatter}},
+        "handlers": {
+            "stderr": {
+                "class": "logging.StreamHandler",
+                "formatter": "server",
+                "stream": "ext://sys.stderr",
+            }
+        },
+        "loggers": {
+            name: {"handlers": ["stderr"], "level": level.upper(), "propagate": False}
+            for name in SERVER_LOGGER_NAMES
+        },
+    }

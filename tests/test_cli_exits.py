@@ -1,0 +1,229 @@
+"""The command line's exit statuses and its stop on SIGTERM, run as real processes."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import time
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+from rsm_support import (
+    COMMAND,
+    EXAMPLE_APPLIED,
+    EXAMPLE_REQUEST,
+    STARTUP_LIMIT_S,
+    UPSERT_URL,
+    assert_refused,
+    clean_env,
+    free_port,
+    run_cli,
+    stop,
+    wait_until_listening,
+)
+
+# -- --version and --help -------------------------------------------------------------
+
+
+def test_version_prints_the_installed_version_and_exits_0(tmp_path: Path) -> None:
+    result = run_cli("--version", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == (
+        f"runtime-snapshot-mount {metadata.version('runtime-snapshot-mount')}"
+    )
+
+
+def test_serve_help_shows_every_default(tmp_path: Path) -> None:
+    result = run_cli("serve", "--help", cwd=tmp_path, env=clean_env(COLUMNS="400"))
+    assert result.returncode == 0, result.stderr
+    text = " ".join(result.stdout.split())
+    for shown in [
+        "(default: 127.0.0.1)",
+        "(default: 8000)",
+        "(default: 1)",
+        "default sqlite:///runtime-snapshots.db]",
+        "default 1048576]",
+        "default 30]",
+        "RSM_LOG_FORMAT; default text]",
+        "RSM_LOG_LEVEL; default info]",
+    ]:
+        assert shown in text, shown
+
+
+def test_show_help_names_its_exit_statuses(tmp_path: Path) -> None:
+    result = run_cli("show", "--help", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Exit status 1" in " ".join(result.stdout.split())
+
+
+# -- invalid option values --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "word"),
+    [
+        ("--port", "99999", "port"),
+        ("--port", "-1", "port"),
+        ("--port", "eighty", "port"),
+        ("--workers", "0", "workers"),
+        ("--max-body-bytes", "ten", "max-body-bytes"),
+        ("--body-timeout", "-3", "body-timeout"),
+        ("--body-timeout", "nan", "body-timeout"),
+        ("--log-format", "xml", "log-format"),
+        ("--log-level", "loud", "log-level"),
+    ],
+)
+def test_an_invalid_option_value_exits_2_with_one_line(
+    tmp_path: Path, option: str, value: str, word: str
+) -> None:
+    result = run_cli("serve", "--api-key", "k", "--store", "memory://", option, value, cwd=tmp_path)
+    assert_refused(result, 2, word)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_unknown_option_exits_2_with_one_line(tmp_path: Path) -> None:
+    assert_refused(run_cli("serve", "--colour", cwd=tmp_path), 2, "--colour")
+
+
+def test_no_subcommand_exits_2_with_one_line(tmp_path: Path) -> None:
+    assert_refused(run_cli(cwd=tmp_path), 2, "command")
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("RSM_MAX_BODY_BYTES", "lots"),
+        ("RSM_BODY_TIMEOUT", "soon"),
+        ("RSM_OPENAPI", "maybe"),
+        ("RSM_LOG_FORMAT", "xml"),
+    ],
+)
+def test_an_invalid_environment_value_exits_2_naming_the_variable(
+    tmp_path: Path, variable: str, value: str
+) -> None:
+    env = clean_env(**{variable: value})
+    result = run_cli("serve", "--api-key", "k", "--store", "memory://", cwd=tmp_path, env=env)
+    assert_refused(result, 2, variable if variable != "RSM_LOG_FORMAT" else "log format")
+
+
+def test_an_api_key_with_a_comma_exits_2(tmp_path: Path) -> None:
+    result = run_cli("serve", "--api-key", "a,b", "--store", "memory://", cwd=tmp_path)
+    assert_refused(result, 2, "comma")
+
+
+# -- in-memory SQLite -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:", "sqlite+aiosqlite://"])
+def test_several_workers_on_an_in_memory_sqlite_database_exit_2(tmp_path: Path, url: str) -> None:
+    result = run_cli("serve", "--api-key", "k", "--store", url, "--workers", "2", cwd=tmp_path)
+    assert_refused(result, 2, "--workers", url)
+    assert list(tmp_path.iterdir()) == []
+
+
+# -- show creates nothing ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["typo.db", "missing/dir/typo.db"])
+def test_show_on_a_missing_sqlite_file_exits_2_and_creates_nothing(
+    tmp_path: Path, name: str
+) -> None:
+    result = run_cli("show", "account_x", "--store", f"sqlite:///{name}", cwd=tmp_path)
+    assert_refused(result, 2, "no database file", name)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_show_on_a_missing_absolute_sqlite_file_exits_2_and_creates_nothing(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "absent.db"
+    result = run_cli("show", "account_x", "--store", f"sqlite:///{path}", cwd=tmp_path)
+    assert_refused(result, 2, str(path))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_show_takes_the_store_from_rsm_store(tmp_path: Path) -> None:
+    env = clean_env(RSM_STORE="sqlite:///from-environment.db")
+    result = run_cli("show", "account_x", cwd=tmp_path, env=env)
+    assert_refused(result, 2, "from-environment.db")
+
+
+# -- SIGTERM ----------------------------------------------------------------------------
+
+
+def wait_for_line(log: Path, text: str) -> None:
+    """Poll the server's log until ``text`` is in it; a bounded loop, not a timed assertion."""
+    deadline = time.monotonic() + STARTUP_LIMIT_S
+    while time.monotonic() < deadline:
+        if text in log.read_text(encoding="utf-8", errors="replace"):
+            return
+        time.sleep(0.05)
+    pytest.fail(f"{text!r} never appeared in the log:\n{log.read_text()}")
+
+
+def sigterm_while_a_request_is_in_flight(
+    store: str, directory: Path, *options: str
+) -> tuple[int, bytes, str]:
+    """Start ``serve``, send a request's headers and half its body, SIGTERM the server,
+    wait until it is shutting down, send the rest. Returns the exit status, the raw
+    response and the log."""
+    port = free_port()
+    log = directory / "server.log"
+    command = [*COMMAND, "serve", "--store", store, "--port", str(port), "--api-key", "k"]
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [*command, *options],
+            cwd=directory,
+            env=clean_env(),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_until_listening(process, port, log)
+        wait_for_line(log, "Application startup complete")
+        body = json.dumps(EXAMPLE_REQUEST).encode()
+        head = (
+            f"POST {UPSERT_URL} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer k\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as connection:
+            connection.sendall(head + body[:10])
+            time.sleep(0.5)  # let the server read the headers: the request is in flight
+            process.send_signal(signal.SIGTERM)
+            wait_for_line(log, "Shutting down")
+            connection.sendall(body[10:])
+            response = b""
+            while chunk := connection.recv(65536):
+                response += chunk
+        status = process.wait(timeout=30)
+    finally:
+        stop(process)
+    return status, response, log.read_text(encoding="utf-8", errors="replace")
+
+
+def test_sigterm_drains_the_request_in_flight_and_exits_0(tmp_path: Path) -> None:
+    status, response, log = sigterm_while_a_request_is_in_flight("memory://", tmp_path)
+    assert status == 0, log
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), response
+    assert json.loads(body) == EXAMPLE_APPLIED
+    assert "Traceback" not in log
+
+
+def test_sigterm_before_any_request_exits_0(tmp_path: Path) -> None:
+    port = free_port()
+    log = tmp_path / "server.log"
+    command = [*COMMAND, "serve", "--store", "memory://", "--port", str(port), "--api-key", "k"]
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            command, cwd=tmp_path, env=clean_env(), stdout=output, stderr=subprocess.STDOUT
+        )
+    try:
+        wait_until_listening(process, port, log)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0, log.read_text()
+    finally:
+        stop(process)
