@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import dataclasses
 import json
+import logging
 import os
 import signal
 import sys
@@ -22,6 +23,7 @@ from typing import Any, NoReturn
 
 from . import logging_setup
 from .app import DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_BODY_BYTES
+from .operations import LOGGER_NAME
 from .plugins import ConfigurationError
 from .standalone import DEFAULT_STORE, Settings, create_tables, is_process_local, sqlite_file
 from .standalone import open_store as _open_store
@@ -31,6 +33,7 @@ __all__ = ["DEFAULT_STORE", "main", "version"]
 
 FACTORY = "runtime_snapshot_mount.standalone:create_app_from_env"
 _create_tables = create_tables
+logger = logging.getLogger(LOGGER_NAME)
 
 
 def version() -> str:
@@ -240,8 +243,11 @@ def _serve(args: argparse.Namespace) -> int:
         return _fail(2, str(error))
     except Exception as error:
         return _fail(2, f"cannot open the store: {_one_line(error)}")
+    logging_setup.configure(
+        level=settings.log_level, log_format=settings.log_format, access_log=settings.access_log
+    )
     if settings.accounts is None:
-        _fail(0, "no --accounts file: every account id is accepted")
+        logger.warning("no --accounts file: every account id is accepted")
     # an in-memory database exists only in the serving process: its table is made there
     os.environ.update(dataclasses.replace(settings, create_tables=local).to_environ())
     signal.signal(signal.SIGTERM, _exit_gracefully)
