@@ -154,3 +154,6 @@ def lines(log: Path) -> Iterator[str]:
     for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
         if line.strip():
             yield line
+
+
+COMMAND_SERVE = [sys.executable, "-m", "runtime_snapshot_mount", "serve"]

@@ -64,7 +64,7 @@ class TextFormatter(logging.Formatter):
             took = f" {duration * 1000:.2f}ms" if isinstance(duration, float) else ""
             parts = [fields.get("method", "-"), fields.get("path", "-"), fields["status"]]
             parts.append(fields.get("outcome", "-"))
-            line += " " + " ".join(str(part) for part in parts) + took
+            line = f"{line.rstrip()} {' '.join(str(part) for part in parts)}{took}"
         request_id = fields.get("request_id")
         if request_id and request_id != "-":
             line += f" [{request_id}]"
