@@ -227,3 +227,20 @@ def test_sigterm_before_any_request_exits_0(tmp_path: Path) -> None:
         assert process.wait(timeout=30) == 0, log.read_text()
     finally:
         stop(process)
+
+
+def test_sigint_exits_0_without_a_traceback(tmp_path: Path) -> None:
+    port = free_port()
+    log = tmp_path / "server.log"
+    command = [*COMMAND, "serve", "--store", "memory://", "--port", str(port), "--api-key", "k"]
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            command, cwd=tmp_path, env=clean_env(), stdout=output, stderr=subprocess.STDOUT
+        )
+    try:
+        wait_until_listening(process, port, log)
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 0, log.read_text()
+    finally:
+        stop(process)
+    assert "Traceback" not in log.read_text()

@@ -220,14 +220,16 @@ def _serve_settings(args: argparse.Namespace) -> Settings:
 
 
 def _exit_gracefully(signum: int, frame: FrameType | None) -> NoReturn:
-    """SIGTERM once uvicorn has drained and shut down (it raises the signal again), or
-    before it started: a clean stop, exit status 0."""
+    """SIGTERM or SIGINT once uvicorn has drained and shut down (it raises the signal again
+    for whoever handled it before), or before it started: a clean stop, exit status 0."""
     raise SystemExit(0)
 
 
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    for stop_signal in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop_signal, _exit_gracefully)
     try:
         settings = _serve_settings(args)
         local = is_process_local(settings.store)
@@ -250,7 +252,6 @@ def _serve(args: argparse.Namespace) -> int:
         logger.warning("no --accounts file: every account id is accepted")
     # an in-memory database exists only in the serving process: its table is made there
     os.environ.update(dataclasses.replace(settings, create_tables=local).to_environ())
-    signal.signal(signal.SIGTERM, _exit_gracefully)
     uvicorn.run(
         FACTORY,
         factory=True,
