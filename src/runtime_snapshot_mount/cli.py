@@ -219,6 +219,11 @@ def _serve_settings(args: argparse.Namespace) -> Settings:
     return dataclasses.replace(settings, **given)
 
 
+def _serve_config(args: argparse.Namespace) -> dict[str, Any]:
+    """:func:`_serve_settings` as a dict (the earlier name, which tests still call)."""
+    return dataclasses.asdict(_serve_settings(args))
+
+
 def _exit_gracefully(signum: int, frame: FrameType | None) -> NoReturn:
     """SIGTERM or SIGINT once uvicorn has drained and shut down (it raises the signal again
     for whoever handled it before), or before it started: a clean stop, exit status 0."""
