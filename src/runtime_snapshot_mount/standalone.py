@@ -40,6 +40,7 @@ __all__ = [
     "create_tables",
     "is_process_local",
     "open_store",
+    "sqlite_file",
 ]
 
 DEFAULT_STORE = "sqlite:///runtime-snapshots.db"

@@ -157,11 +157,11 @@ def test_show_of_an_account_without_a_snapshot_exits_1(database: Database, tmp_p
 
 @pytest.mark.mariadb
 def test_serve_on_an_existing_mysql_table_logs_no_already_exists_warning(
-    mariadb: Database, tmp_path: Path
+    mariadb: Database, tmp_path: Path, mode: str
 ) -> None:
     port = free_port()
     log = tmp_path / "server.log"
-    command = [*COMMAND, "serve", "--store", mariadb.cli_url(), "--port", str(port)]
+    command = [*COMMAND, "serve", "--store", mariadb.cli_url(mode), "--port", str(port)]
     with running([*command, "--api-key", API_KEY], port, log, tmp_path):
         body = request_body(new_account_id(), 1)
         assert httpx.post(f"http://127.0.0.1:{port}{UPSERT}", json=body, headers=AUTH).is_success
