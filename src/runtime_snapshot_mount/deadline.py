@@ -11,19 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Awaitable
+from contextlib import AbstractContextManager, nullcontext
 from time import monotonic
-from typing import Any, TypeVar
+from typing import Any
 
 import anyio
 
 __all__ = ["BodyDeadline"]
 
-T = TypeVar("T")
-
 
 class BodyDeadline:
-    """Bounds how long :meth:`run` may wait, to ``seconds`` (``None``: no bound)."""
+    """Bounds how long a wait inside :meth:`limit` may take, to ``seconds`` (``None``: none)."""
 
     def __init__(self, seconds: float | None) -> None:
         if seconds is not None and not seconds > 0:
@@ -35,34 +33,20 @@ class BodyDeadline:
         self.timer: asyncio.TimerHandle | None = None
         self.timer_loop: asyncio.AbstractEventLoop | None = None
 
-    async def run(self, work: Awaitable[T]) -> T:
-        """Await ``work``; raise :class:`TimeoutError` (and cancel it) once ``seconds`` pass."""
+    def limit(self) -> AbstractContextManager[Any]:
+        """A context for one wait: it raises :class:`TimeoutError` (the wait cancelled) once
+        ``seconds`` pass inside it. Use ``with deadline.limit(): await ...``."""
         if self.seconds is None:
-            return await work
+            return _NO_LIMIT
         try:
             task = asyncio.current_task()
         except RuntimeError:  # not on asyncio: trio
             task = None
         if task is None:
-            with anyio.fail_after(self.seconds):
-                return await work
-        self.waiting[task] = monotonic() + self.seconds
-        loop = task.get_loop()
-        if self.timer is None or self.timer_loop is not loop:
-            self._arm(loop)
-        try:
-            return await work
-        except asyncio.CancelledError:
-            if task not in self.expired:
-                raise
-            if sys.version_info >= (3, 11):
-                task.uncancel()
-            raise TimeoutError from None
-        finally:
-            del self.waiting[task]
-            self.expired.discard(task)
+            return anyio.fail_after(self.seconds)
+        return _Watch(self, task)
 
-    def _arm(self, loop: asyncio.AbstractEventLoop) -> None:
+    def arm(self, loop: asyncio.AbstractEventLoop) -> None:
         self.timer_loop = loop
         self.timer = loop.call_later(self.granularity, self._expire)
 
@@ -76,4 +60,35 @@ class BodyDeadline:
                 task.cancel()
         loop = self.timer_loop
         if self.waiting and loop is not None and not loop.is_closed():
-            self._arm(loop)
+            self.arm(loop)
+
+
+class _Watch:
+    """One task's wait under a :class:`BodyDeadline`."""
+
+    __slots__ = ("deadline", "task")
+
+    def __init__(self, deadline: BodyDeadline, task: asyncio.Task[Any]) -> None:
+        self.deadline = deadline
+        self.task = task
+
+    def __enter__(self) -> None:
+        deadline, task = self.deadline, self.task
+        assert deadline.seconds is not None
+        deadline.waiting[task] = monotonic() + deadline.seconds
+        loop = task.get_loop()
+        if deadline.timer is None or deadline.timer_loop is not loop:
+            deadline.arm(loop)
+
+    def __exit__(self, kind: type[BaseException] | None, error: object, tb: object) -> None:
+        deadline, task = self.deadline, self.task
+        del deadline.waiting[task]
+        if task in deadline.expired:
+            deadline.expired.discard(task)
+            if kind is asyncio.CancelledError:
+                if sys.version_info >= (3, 11):
+                    task.uncancel()
+                raise TimeoutError from None
+
+
+_NO_LIMIT = nullcontext()

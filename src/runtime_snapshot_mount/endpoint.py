@@ -96,7 +96,8 @@ class UpsertEndpoint(Endpoint):
             if principal is None:
                 return answers.UNAUTHORIZED
             try:
-                body = await self.deadline.run(read_body(receive, headers, self.max_body_bytes))
+                with self.deadline.limit():
+                    body = await read_body(receive, headers, self.max_body_bytes)
             except BodyTooLarge:
                 return answers.too_large(self.max_body_bytes)
             except TimeoutError:  # a client trickling its body; the store is never called

@@ -5,14 +5,15 @@ call (``manager.hook.name(...)``) is not used, because it calls every implementa
 synchronously: an ``async def`` implementation's result would be its coroutine, never awaited,
 and a *first result* hook would stop at it even when it awaits to ``None``. So at start-up
 :class:`Plugins` asks pluggy for each hook's implementations, in the order pluggy would call
-them, and each call awaits whatever an implementation returns if it is awaitable.
+them, and each call awaits whatever an implementation returns if it is awaitable (has
+``__await__``: a coroutine, a future or a task).
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable
 from importlib.metadata import entry_points
 from typing import Any, NamedTuple
 
@@ -64,32 +65,44 @@ def _implementations(hook: pluggy.HookCaller) -> tuple[_Impl, ...]:
     return tuple(found)
 
 
-async def _call(impl: _Impl, args: tuple[Any, ...]) -> Any:
-    """Call one implementation with the hook's arguments; await its result if it is awaitable."""
-    if impl.picks is not None:
-        args = tuple([args[index] for index in impl.picks])
-    result = impl.function(*args)
-    if impl.is_async or (result is not None and inspect.isawaitable(result)):
-        result = await result
+async def _first(impls: tuple[_Impl, ...], *args: Any, expect: type | None = None) -> Any:
+    """The first result that is not ``None`` (pluggy's ``firstresult``, each one awaited);
+    ``expect``: the type it must have (:class:`TypeError` otherwise)."""
+    result = None
+    for function, picks, is_async, _ in impls:
+        result = function(*(args if picks is None else [args[index] for index in picks]))
+        if is_async or hasattr(result, "__await__"):  # a plain function may return one too
+            result = await result
+        if result is not None:
+            break
+    if expect is not None and not isinstance(result, expect):
+        hook = impls[0].where if impls else "the hook"
+        raise TypeError(f"{hook} returned {type(result).__name__}, not {expect.__name__}")
     return result
 
 
-async def _first(impls: tuple[_Impl, ...], *args: Any) -> Any:
-    """The first result that is not ``None`` (pluggy's ``firstresult``, each one awaited)."""
-    for impl in impls:
-        result = await _call(impl, args)
-        if result is not None:
-            return result
-    return None
+class _Done:
+    """Awaits to ``None`` at once: what a hook that no plugin implements returns."""
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return iter(())  # type: ignore[return-value]
 
 
-async def _observe(impls: tuple[_Impl, ...], *args: Any) -> None:
-    """Call every observer; one that raises is logged and never changes the response."""
-    for impl in impls:
+_DONE = _Done()
+
+
+async def _each(impls: tuple[_Impl, ...], *args: Any, observers: bool = False) -> None:
+    """Call every implementation, awaiting each result. ``observers``: one that raises is
+    logged and never changes the response; otherwise the first error propagates."""
+    for function, picks, is_async, where in impls:
         try:
-            await _call(impl, args)
+            result = function(*(args if picks is None else [args[index] for index in picks]))
+            if is_async or hasattr(result, "__await__"):
+                await result
         except Exception:
-            logger.exception("observer %s raised; the response is unchanged", impl.where)
+            if not observers:
+                raise
+            logger.exception("observer %s raised; the response is unchanged", where)
 
 
 def _register_entry_points(manager: pluggy.PluginManager) -> None:
@@ -187,23 +200,19 @@ class Plugins:
         return bool(self._request_finished)
 
     # -- one typed method per hook ---------------------------------------------------------
+    # Each returns the coroutine of _first/_each, to await (one coroutine per hook call).
 
-    async def authenticate(self, token: str) -> Any | None:
-        return await _first(self._authenticate, token)
+    def authenticate(self, token: str) -> Coroutine[Any, Any, Any | None]:
+        return _first(self._authenticate, token)
 
-    async def get_account(self, account_id: str, principal: Any) -> Account | None:
-        result: Account | None = await _first(self._get_account, account_id, principal)
-        return result
+    def get_account(self, account_id: str, principal: Any) -> Coroutine[Any, Any, Account | None]:
+        return _first(self._get_account, account_id, principal)
 
-    async def store_upsert(self, snapshot: Snapshot) -> UpsertResult:
-        result = await _first(self._store_upsert, snapshot)
-        if not isinstance(result, UpsertResult):
-            raise TypeError(f"store_upsert returned {type(result).__name__}, not UpsertResult")
-        return result
+    def store_upsert(self, snapshot: Snapshot) -> Coroutine[Any, Any, UpsertResult]:
+        return _first(self._store_upsert, snapshot, expect=UpsertResult)
 
-    async def store_get(self, account_id: str) -> Snapshot | None:
-        result: Snapshot | None = await _first(self._store_get, account_id)
-        return result
+    def store_get(self, account_id: str) -> Coroutine[Any, Any, Snapshot | None]:
+        return _first(self._store_get, account_id)
 
     async def store_ping(self) -> bool:
         """True when the store answers a cheap check; without a ``store_ping`` implementation,
@@ -213,24 +222,30 @@ class Plugins:
             return True
         return bool(await _first(self._store_ping))
 
-    async def store_from_url(self, url: str) -> Any | None:
-        return await _first(self._store_from_url, url)
+    def store_from_url(self, url: str) -> Coroutine[Any, Any, Any | None]:
+        return _first(self._store_from_url, url)
 
-    async def store_create_tables(self) -> None:
-        for impl in self._store_create_tables:
-            await _call(impl, ())
+    def store_create_tables(self) -> Coroutine[Any, Any, None]:
+        return _each(self._store_create_tables)
 
-    async def store_close(self) -> None:
-        for impl in self._store_close:
-            await _call(impl, ())
+    def store_close(self) -> Coroutine[Any, Any, None]:
+        return _each(self._store_close)
 
-    async def snapshot_applied(self, snapshot: Snapshot, principal: Any) -> None:
-        await _observe(self._snapshot_applied, snapshot, principal)
+    def snapshot_applied(self, snapshot: Snapshot, principal: Any) -> Awaitable[None]:
+        if not self._snapshot_applied:
+            return _DONE
+        return _each(self._snapshot_applied, snapshot, principal, observers=True)
 
-    async def snapshot_ignored(self, snapshot: Snapshot, current: Snapshot, principal: Any) -> None:
-        await _observe(self._snapshot_ignored, snapshot, current, principal)
+    def snapshot_ignored(
+        self, snapshot: Snapshot, current: Snapshot, principal: Any
+    ) -> Awaitable[None]:
+        if not self._snapshot_ignored:
+            return _DONE
+        return _each(self._snapshot_ignored, snapshot, current, principal, observers=True)
 
-    async def request_finished(
+    def request_finished(
         self, status: int, outcome: str, request_id: str, duration_s: float
-    ) -> None:
-        await _observe(self._request_finished, status, outcome, request_id, duration_s)
+    ) -> Coroutine[Any, Any, None]:
+        return _each(
+            self._request_finished, status, outcome, request_id, duration_s, observers=True
+        )
