@@ -184,7 +184,7 @@ def test_parameters_are_the_fields_in_column_order_with_json_as_text() -> None:
     snapshot = dataclasses.replace(
         make_snapshot("a", 2**63 - 1, active_skills=None), strategy_synced_at=synced
     )
-    bound = parameters(snapshot)
+    bound = tuple(parameters(snapshot))
     assert bound[:5] == ("a", "ugc_123", snapshot.snapshot_id, 2**63 - 1, "sha256:abc123")
     assert bound[5] == synced and bound[5].tzinfo is timezone.utc
     assert bound[6:8] == ("warmup", "keyword_warmup")

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import operator
 from collections.abc import Mapping, Sequence
 from datetime import timezone
 from typing import Any
@@ -39,12 +40,14 @@ from sqlalchemy import URL, Table
 from runtime_snapshot_mount import Snapshot, UpsertResult, is_stale
 
 from .engines import POOL_SIZE, LostRace, json_text
-from .schema import COLUMNS, snapshot_from_row, snapshot_values
+from .schema import COLUMNS
 
 __all__ = ["AsyncpgUpsert", "connect_options", "quote", "select_sql", "upsert_sql"]
 
 _UPDATED = COLUMNS[1:]  # every column but the key
-_JSON = ("active_skills", "personality")  # jsonb: sent as text, read back as text
+_FIELDS = operator.attrgetter(*COLUMNS)  # a snapshot's fields as a tuple, in one call
+_SYNCED, _SKILLS = COLUMNS.index("strategy_synced_at"), COLUMNS.index("active_skills")
+_JSON_AT = (_SKILLS, COLUMNS.index("personality"))  # jsonb: sent and read back as text
 
 
 def quote(name: str) -> str:
@@ -189,21 +192,24 @@ class AsyncpgUpsert:
             raise
 
 
-def parameters(snapshot: Snapshot) -> tuple[Any, ...]:
-    """``$1``..``$10`` for ``snapshot``: its fields in ``COLUMNS`` order, JSON as text."""
-    values = snapshot_values(snapshot)
-    values["strategy_synced_at"] = snapshot.strategy_synced_at.astimezone(timezone.utc)
-    for name in _JSON:
-        if values[name] is not None:
-            values[name] = json_text(values[name])
-    return tuple([values[name] for name in COLUMNS])
+def parameters(snapshot: Snapshot) -> list[Any]:
+    """``$1``..``$10`` for ``snapshot``: its fields in ``COLUMNS`` order (the order of
+    :class:`~runtime_snapshot_mount.Snapshot`'s fields), the instant in UTC, JSON as text."""
+    values = list(_FIELDS(snapshot))
+    values[_SYNCED] = snapshot.strategy_synced_at.astimezone(timezone.utc)
+    for at in _JSON_AT:
+        if values[at] is not None:
+            values[at] = json_text(values[at])
+    return values
 
 
-def snapshot_from_record(values: Sequence[Any]) -> Snapshot:
+def snapshot_from_record(record: Sequence[Any]) -> Snapshot:
     """The snapshot of a row read by :func:`select_sql` (its values in ``COLUMNS`` order)."""
-    row = dict(zip(COLUMNS, values, strict=True))
-    row["strategy_synced_at"] = row["strategy_synced_at"].replace(tzinfo=timezone.utc)
-    for name in _JSON:
-        if row[name] is not None:
-            row[name] = json.loads(row[name])
-    return snapshot_from_row(row)
+    values = list(record)
+    values[_SYNCED] = values[_SYNCED].replace(tzinfo=timezone.utc)
+    for at in _JSON_AT:
+        if values[at] is not None:
+            values[at] = json.loads(values[at])
+    if values[_SKILLS] is not None:
+        values[_SKILLS] = tuple(values[_SKILLS])
+    return Snapshot(*values)
