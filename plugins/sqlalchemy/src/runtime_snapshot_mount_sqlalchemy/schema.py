@@ -17,6 +17,7 @@ compares, and so that every value the core accepts is stored unchanged:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping
 from datetime import datetime, timezone
@@ -46,18 +47,8 @@ __all__ = [
 ]
 
 DEFAULT_TABLE_NAME = "runtime_snapshots"
-COLUMNS = (
-    "account_id",
-    "ugc_account_id",
-    "snapshot_id",
-    "strategy_version",
-    "content_hash",
-    "strategy_synced_at",
-    "stage",
-    "active_action",
-    "active_skills",
-    "personality",
-)
+COLUMNS = tuple(field.name for field in dataclasses.fields(Snapshot))
+"""The table's columns: one per field of :class:`~runtime_snapshot_mount.Snapshot`, named alike."""
 _MYSQL_DIALECTS = ("mysql", "mariadb")
 _TEXT_LENGTH = 255
 _LABEL_LENGTH = 1000
@@ -210,34 +201,18 @@ def check_table(table: Table) -> Table:
 
 
 def snapshot_values(snapshot: Snapshot) -> dict[str, Any]:
-    """The row that stores ``snapshot``, as bind parameters keyed by column name."""
-    skills = snapshot.active_skills
-    return {
-        "account_id": snapshot.account_id,
-        "ugc_account_id": snapshot.ugc_account_id,
-        "snapshot_id": snapshot.snapshot_id,
-        "strategy_version": snapshot.strategy_version,
-        "content_hash": snapshot.content_hash,
-        "strategy_synced_at": snapshot.strategy_synced_at,
-        "stage": snapshot.stage,
-        "active_action": snapshot.active_action,
-        "active_skills": None if skills is None else list(skills),
-        "personality": snapshot.personality,
-    }
+    """The row that stores ``snapshot``, as bind parameters keyed by column name (the skills
+    as a JSON list)."""
+    values = {name: getattr(snapshot, name) for name in COLUMNS}
+    if snapshot.active_skills is not None:
+        values["active_skills"] = list(snapshot.active_skills)
+    return values
 
 
 def snapshot_from_row(row: Mapping[Any, Any]) -> Snapshot:
     """The snapshot that a row of the table (as a mapping of column name to value) stores."""
-    skills = row["active_skills"]
-    return Snapshot(
-        account_id=row["account_id"],
-        ugc_account_id=row["ugc_account_id"],
-        snapshot_id=row["snapshot_id"],
-        strategy_version=int(row["strategy_version"]),
-        content_hash=row["content_hash"],
-        strategy_synced_at=row["strategy_synced_at"],
-        stage=row["stage"],
-        active_action=row["active_action"],
-        active_skills=None if skills is None else tuple(skills),
-        personality=row["personality"],
-    )
+    values = {name: row[name] for name in COLUMNS}
+    values["strategy_version"] = int(values["strategy_version"])
+    if values["active_skills"] is not None:
+        values["active_skills"] = tuple(values["active_skills"])
+    return Snapshot(**values)
