@@ -19,6 +19,7 @@ from runtime_snapshot_mount import Snapshot, UpsertResult, hookimpl
 from .engines import AnyEngine, EngineRunner, create_store_engine, retry_transient
 from .fast_path import AsyncpgUpsert, asyncpg_upsert
 from .schema import DEFAULT_TABLE_NAME, check_table, snapshot_from_row, snapshot_table
+from .sqlite_writer import SQLiteWriter, writer_for_url
 from .upserts import Upsert, choose_upsert, read_ignored, select_current
 
 __all__ = ["DEFAULT_ATTEMPTS", "SQLAlchemyStore"]
@@ -46,6 +47,13 @@ class SQLAlchemyStore:
     unless the engine's statements are observed (cursor or execute event listeners, ``echo``),
     in which case it runs through SQLAlchemy like on every other driver.
 
+    Made from a ``sqlite:///FILE`` URL (the command line's default store), the store's upserts
+    go through a :class:`~runtime_snapshot_mount_sqlalchemy.sqlite_writer.SQLiteWriter`: one
+    thread that commits every upsert waiting at that moment in one transaction (group commit);
+    ``?synchronous=normal`` on the URL trades power-loss durability for speed. A host's own
+    engine keeps one transaction per upsert unless ``writer`` is given (a writer on the same
+    file and table). Reads always go through the engine.
+
     Pass the store to ``create_app``; it is deliberately not an entry-point plugin.
     """
 
@@ -56,14 +64,19 @@ class SQLAlchemyStore:
         table: Table | None = None,
         table_name: str = DEFAULT_TABLE_NAME,
         attempts: int = DEFAULT_ATTEMPTS,
+        writer: SQLiteWriter | None = None,
     ) -> None:
         if attempts < 1:
             raise ValueError("attempts must be at least 1")
-        self.owns_engine = isinstance(engine, str | URL)
-        self.engine = create_store_engine(engine) if isinstance(engine, str | URL) else engine
         self.table = (
             check_table(table) if table is not None else snapshot_table(MetaData(), table_name)
         )
+        self.owns_engine = isinstance(engine, str | URL)
+        if isinstance(engine, str | URL):
+            engine, url_writer = writer_for_url(engine, self.table)
+            writer = writer or url_writer
+        self.writer = writer
+        self.engine = create_store_engine(engine) if isinstance(engine, URL) else engine
         self.attempts = attempts
         self._runner = EngineRunner(self.engine)
         self._select = select_current(self.table)
@@ -89,6 +102,8 @@ class SQLAlchemyStore:
     @hookimpl
     async def store_upsert(self, snapshot: Snapshot) -> UpsertResult:
         """Apply ``snapshot`` unless a later one is stored, atomically (see ``upserts``)."""
+        if self.writer is not None:
+            return await retry_transient(partial(self.writer.upsert, snapshot), self.attempts)
         fast = self._fast
         if fast is not None and fast.upsert is self._upsert and fast.usable():
             return await retry_transient(partial(self._upsert_fast, fast, snapshot), self.attempts)
@@ -113,7 +128,10 @@ class SQLAlchemyStore:
     @hookimpl
     async def store_close(self) -> None:
         """Give back the connections kept between upserts, and dispose of the engine if the
-        store made it; a host's engine is the host's."""
+        store made it; a host's engine is the host's. The writer (if any) answers its queued
+        upserts first, then stops: upserts after this raise."""
+        if self.writer is not None:
+            await self.writer.close()
         if self._fast is not None:
             await self._fast.close()
         if self.owns_engine:
