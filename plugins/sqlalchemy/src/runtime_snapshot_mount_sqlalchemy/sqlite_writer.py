@@ -95,7 +95,7 @@ _UTC = timezone.utc
 
 Row = tuple[Any, ...]
 Outcome = UpsertResult | BaseException
-BeforeCommit = Callable[[Sequence[Snapshot]], None]
+BeforeCommit = Callable[[sqlite3.Connection, Sequence[Snapshot]], None]
 
 
 def writer_for_url(url: str | URL, table: Table) -> tuple[URL, SQLiteWriter | None]:
@@ -148,9 +148,10 @@ class SQLiteWriter:
     ``synchronous`` is ``"full"`` (every acknowledged write survives a power loss) or
     ``"normal"`` (it survives a crash of the process, not necessarily a power loss).
     ``busy_timeout`` is how long ``BEGIN IMMEDIATE`` waits for another process's write lock.
-    ``before_commit``, if given, is called in the writer's thread with the snapshots of each
-    transaction just before its ``COMMIT``; whatever it raises fails that commit (a seam for
-    tests and instrumentation: it may block, to model a slow disk).
+    ``before_commit``, if given, is called in the writer's thread with its connection and the
+    snapshots of each transaction, just before its ``COMMIT``; whatever it raises fails that
+    commit. It is a seam for tests and instrumentation: it may block (a slow disk) or raise
+    (a failed commit); statements it runs are part of the transaction.
 
     The thread and its connection start on the first :meth:`upsert`; :meth:`close` answers
     every request already queued, then stops them. One writer serves any number of event
@@ -257,7 +258,7 @@ class SQLiteWriter:
         try:
             outcomes = [self._upsert_one(connection, request) for request in batch]
             if self.before_commit is not None:
-                self.before_commit([request.snapshot for request in batch])
+                self.before_commit(connection, [request.snapshot for request in batch])
             connection.execute("COMMIT")
         except BaseException as error:
             _roll_back(connection)
