@@ -212,4 +212,4 @@ def snapshot_from_record(record: Sequence[Any]) -> Snapshot:
             values[at] = json.loads(values[at])
     if values[_SKILLS] is not None:
         values[_SKILLS] = tuple(values[_SKILLS])
-    return Snapshot(*values)
+    return Snapshot(**dict(zip(COLUMNS, values, strict=True)))

@@ -19,6 +19,7 @@ from runtime_snapshot_mount import Snapshot, UpsertResult, hookimpl
 from .asyncpg_upsert import AsyncpgUpsert, connect_options
 from .engines import AnyEngine, EngineRunner, create_store_engine, retry_transient
 from .schema import DEFAULT_TABLE_NAME, check_table, snapshot_from_row, snapshot_table
+from .sqlite_writer import SQLiteWriter, writer_for_url
 from .upserts import UPSERTS, Upsert, UpsertName, choose_upsert, select_current
 
 __all__ = ["DEFAULT_ATTEMPTS", "SQLAlchemyStore"]
@@ -51,6 +52,13 @@ class SQLAlchemyStore:
     :meth:`store_create_tables`. A host's engine, of any driver, runs every statement
     through SQLAlchemy, so the host's pool settings, events and logging apply.
 
+    Made from a ``sqlite:///FILE`` URL (the command line's default store), the store's upserts
+    go through a :class:`~runtime_snapshot_mount_sqlalchemy.sqlite_writer.SQLiteWriter`: one
+    thread that commits every upsert waiting at that moment in one transaction (group commit);
+    ``?synchronous=normal`` on the URL trades power-loss durability for speed. A host's own
+    engine keeps one transaction per upsert unless ``writer`` is given (a writer on the same
+    file and table). Reads always go through the engine.
+
     Pass the store to ``create_app``; it is deliberately not an entry-point plugin.
     """
 
@@ -62,16 +70,21 @@ class SQLAlchemyStore:
         table_name: str = DEFAULT_TABLE_NAME,
         attempts: int = DEFAULT_ATTEMPTS,
         upsert: UpsertName = "auto",
+        writer: SQLiteWriter | None = None,
     ) -> None:
         if attempts < 1:
             raise ValueError("attempts must be at least 1")
         if upsert not in UPSERTS:
             raise ValueError(f"upsert must be one of {', '.join(UPSERTS)}, not {upsert!r}")
-        self.owns_engine = isinstance(engine, str | URL)
-        self.engine = create_store_engine(engine) if isinstance(engine, str | URL) else engine
         self.table = (
             check_table(table) if table is not None else snapshot_table(MetaData(), table_name)
         )
+        self.owns_engine = isinstance(engine, str | URL)
+        if isinstance(engine, str | URL) and upsert == "auto":
+            engine, url_writer = writer_for_url(engine, self.table)
+            writer = writer or url_writer
+        self.writer = writer
+        self.engine = create_store_engine(engine) if isinstance(engine, str | URL) else engine
         self.attempts = attempts
         self.upsert = upsert
         self._runner = EngineRunner(self.engine)
@@ -100,6 +113,8 @@ class SQLAlchemyStore:
     @hookimpl
     async def store_upsert(self, snapshot: Snapshot) -> UpsertResult:
         """Apply ``snapshot`` unless a later one is stored, atomically (see ``upserts``)."""
+        if self.writer is not None:
+            return await retry_transient(partial(self.writer.upsert, snapshot), self.attempts)
         if self.asyncpg is not None:
             return await retry_transient(partial(self.asyncpg.upsert, snapshot), self.attempts)
         work = partial(self._upsert_on, snapshot)
@@ -124,8 +139,11 @@ class SQLAlchemyStore:
 
     @hookimpl
     async def store_close(self) -> None:
-        """Close the store's asyncpg pool, and dispose of the engine if the store made it; a
-        host's engine is the host's."""
+        """Stop the SQLite writer (it answers its queued upserts first) and close the
+        asyncpg pool, if the store has them, and dispose of the engine if the store made it;
+        a host's engine is the host's."""
+        if self.writer is not None:
+            await self.writer.close()
         if self.asyncpg is not None:
             await self.asyncpg.close()
         if self.owns_engine:
