@@ -10,6 +10,7 @@ from .plugins import ENTRY_POINT_GROUP, ConfigurationError, Plugins
 from .snapshot import SNAPSHOT_FIELDS, Account, Principal, Snapshot, UpsertResult, parse_upsert
 from .static import StaticAccounts, StaticTokens, load_accounts_file
 from .timestamps import format_instant, parse_instant
+from .version import __version__
 
 __all__ = [
     "DEFAULT_BODY_TIMEOUT",
@@ -29,6 +30,7 @@ __all__ = [
     "StaticAccounts",
     "StaticTokens",
     "UpsertResult",
+    "__version__",
     "create_app",
     "current_request_id",
     "format_instant",

@@ -39,9 +39,11 @@ __all__ = [
     "DEFAULT_TABLE_NAME",
     "AccountKey",
     "JSONText",
+    "SnapshotJSON",
     "UTCDateTime",
     "check_table",
     "snapshot_from_row",
+    "snapshot_json",
     "snapshot_table",
     "snapshot_values",
 ]
@@ -151,10 +153,15 @@ class JSONText(TypeDecorator[Any]):
         return None if value is None else json.loads(value)
 
 
-def _json() -> TypeEngine[Any]:
+class SnapshotJSON(JSON):
+    """SQLAlchemy's ``JSON``, under a name of its own so that Alembic migrations can render the
+    columns that use it as :func:`snapshot_json` (see :mod:`.migrations`)."""
+
+
+def snapshot_json() -> TypeEngine[Any]:
     """JSON; ``JSONB`` on PostgreSQL, JSON text on MySQL/MariaDB; ``None`` is SQL ``NULL``."""
     return (
-        JSON(none_as_null=True)
+        SnapshotJSON(none_as_null=True)
         .with_variant(postgresql.JSONB(none_as_null=True), "postgresql")
         .with_variant(JSONText(), *_MYSQL_DIALECTS)
     )
@@ -180,8 +187,8 @@ def snapshot_table(
         Column("strategy_synced_at", UTCDateTime(), nullable=False),
         Column("stage", String(_LABEL_LENGTH), nullable=True),
         Column("active_action", String(_LABEL_LENGTH), nullable=True),
-        Column("active_skills", _json(), nullable=True),
-        Column("personality", _json(), nullable=False),
+        Column("active_skills", snapshot_json(), nullable=True),
+        Column("personality", snapshot_json(), nullable=False),
         schema=schema,
         mysql_engine="InnoDB",
         mysql_charset="utf8mb4",
