@@ -6,14 +6,16 @@ Per request: parse the body, run
 
     INSERT ... ON DUPLICATE KEY UPDATE col = CASE WHEN <stored is not later>
                                               THEN VALUES(col) ELSE col END, ...
+    RETURNING strategy_version, strategy_synced_at
 
 with the SQLAlchemy plugin's conditional assignments (every column, the two compared columns
 last and ``strategy_version`` very last, because MariaDB assigns left to right and a later
-assignment sees the earlier ones), and answer SPEC's body for the outcome, read from the
-affected-row count the statement returns anyway: 1 (inserted) or 2 (updated) is applied, 0
-(nothing changed) is ignored. No ``RETURNING``, no ``SELECT``, no authentication, validation
-or SQLAlchemy. bench/run.py creates the table through the plugin, so it has the plugin's shape
-(the instant as ``DATETIME(6)`` in UTC, JSON as text).
+assignment sees the earlier ones), and answer SPEC's body for the outcome: applied when the
+row as stored after the statement holds the request's own (version, instant), ignored
+otherwise. (The affected-row count cannot tell: an exact repeat changes nothing, yet SPEC
+applies it.) No ``SELECT``, no authentication, validation or SQLAlchemy. MariaDB 10.5+
+(``RETURNING``). bench/run.py creates the table through the plugin, so it has the plugin's
+shape (the instant as ``DATETIME(6)`` in UTC, JSON as text).
 """
 
 from __future__ import annotations
@@ -48,7 +50,10 @@ def upsert_sql(table: str) -> str:
     updates = ", ".join(
         f"{c} = CASE WHEN {not_stale} THEN VALUES({c}) ELSE {table}.{c} END" for c in order
     )
-    return f"INSERT INTO {table} ({names}) VALUES ({values}) ON DUPLICATE KEY UPDATE {updates}"
+    return (
+        f"INSERT INTO {table} ({names}) VALUES ({values}) ON DUPLICATE KEY UPDATE {updates} "
+        "RETURNING strategy_version, strategy_synced_at"
+    )
 
 
 def connect_options(url: str) -> dict[str, Any]:
@@ -87,9 +92,10 @@ def create_app(url: str, table: str, pool_size: int) -> Starlette:
     async def upsert(request: Request) -> Response:
         body = json.loads(await request.body())
         skills = body.get("active_skills")
-        instant = datetime.fromisoformat(body["strategy_synced_at"]).astimezone(timezone.utc)
+        instant = datetime.fromisoformat(body["strategy_synced_at"])
+        instant = instant.astimezone(timezone.utc).replace(tzinfo=None)
         async with state["pool"].acquire() as connection, connection.cursor() as cursor:
-            changed = await cursor.execute(
+            await cursor.execute(
                 statement,
                 (
                     body["account_id"],
@@ -97,13 +103,14 @@ def create_app(url: str, table: str, pool_size: int) -> Starlette:
                     body["snapshot_id"],
                     body["strategy_version"],
                     body["content_hash"],
-                    instant.replace(tzinfo=None),
+                    instant,
                     body.get("stage"),
                     body.get("active_action"),
                     None if skills is None else compact(skills),
                     compact(body["personality"]),
                 ),
             )
-        return answer(body, applied=changed > 0)
+            stored = await cursor.fetchone()
+        return answer(body, applied=tuple(stored) == (body["strategy_version"], instant))
 
     return Starlette(routes=[Route(UPSERT_PATH, upsert, methods=["POST"])], lifespan=lifespan)

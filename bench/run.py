@@ -17,6 +17,7 @@ import http.client
 import importlib.metadata
 import importlib.util
 import json
+import logging
 import os
 import platform
 import resource
@@ -443,6 +444,7 @@ async def _mysql(url: str, statements: tuple[str, ...]) -> list[Any]:
     import asyncmy
     from ceiling_mariadb import connect_options
 
+    logging.getLogger("asyncmy").setLevel(logging.ERROR)  # "Unknown table" notes of DROP
     connection = await asyncmy.connect(autocommit=True, **connect_options(url))
     try:
         results = []
@@ -1054,11 +1056,11 @@ def print_ratios(
     out()
     out("Goals (ratios of median req/s):")
     for label, top, bottom, goal in GOALS:
-        if top not in selected and bottom not in selected:
+        if top not in selected or bottom not in selected:
             continue
         found = ratio(top, bottom, results)
         if found is None:
-            why = unavailable((top, bottom), skipped) or "a run failed or was not selected"
+            why = unavailable((top, bottom), skipped) or "its runs failed"
             out(f"  {label}: not available ({why})")
             missed.append(label)
             continue
@@ -1082,18 +1084,19 @@ def print_ratios(
     reported = [
         (label, top, bottom)
         for label, top, bottom in REPORTED
-        if top in selected or bottom in selected
+        if top in selected and bottom in selected
     ]
     if reported:
         out("Reported (no goal):")
     for label, top, bottom in reported:
         found = ratio(top, bottom, results)
         if found is None:
-            why = unavailable((top, bottom), skipped) or "a run failed or was not selected"
+            why = unavailable((top, bottom), skipped) or "its runs failed"
             out(f"  {label}: not available ({why})")
         else:
             out(f"  {label} = {found[0]:.2f}  (per round: {found[1]})")
     if "wrk-check" in medians and len(medians) > 1:
+        out("Load generator:")
         others = {name: m for name, m in medians.items() if name != "wrk-check"}
         top_rps = max(m["rps"] for m in others.values())
         m = medians["wrk-check"]
@@ -1388,6 +1391,7 @@ def main() -> int:
                 exit_status = 1
                 missed.append("memory per stored snapshot")
             else:
+                out("Memory:")
                 out(line)
                 if not ok:
                     missed.append("memory per stored snapshot")
