@@ -2,8 +2,7 @@
 
 ``loopbound://`` opens a memory store that refuses any call on another event loop than the
 one it was opened on, or after ``store_close``, and appends every call to the JSON-lines
-file named by ``RSM_TEST_EVENTS``. An observer writes an access record for each request on
-``runtime_snapshot_mount.access`` (what the core's endpoint writes too).
+file named by ``RSM_TEST_EVENTS``.
 """
 
 from __future__ import annotations
@@ -27,12 +26,9 @@ PLUGIN_SOURCE = textwrap.dedent(
     f"""
     import asyncio
     import json
-    import logging
     import os
 
     from runtime_snapshot_mount import MemoryStore, hookimpl
-
-    access = logging.getLogger("runtime_snapshot_mount.access")
 
 
     def record(event, store):
@@ -81,16 +77,6 @@ PLUGIN_SOURCE = textwrap.dedent(
         @hookimpl
         async def store_from_url(self, url):
             return LoopBoundStore() if url == {STORE_URL!r} else None
-
-        @hookimpl
-        def request_finished(self, status, outcome, request_id, duration_s):
-            access.info(
-                "",
-                extra={{
-                    "method": "POST", "path": "/runtime-snapshots/upsert", "status": status,
-                    "outcome": outcome, "duration": duration_s, "request_id": request_id,
-                }},
-            )
 
 
     plugin = Plugin()

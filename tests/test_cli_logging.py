@@ -18,6 +18,7 @@ from standalone_support import COMMAND_SERVE, STORE_URL, lines, loopbound_env, s
 
 from runtime_snapshot_mount import logging_setup
 from runtime_snapshot_mount.logging_setup import ACCESS_LOGGER_NAME, DeferredQueueHandler
+from runtime_snapshot_mount.operations import bind_request_id, log_access, unbind_request_id
 
 AUTH = {"Authorization": "Bearer k"}
 ACCESS = {
@@ -25,9 +26,19 @@ ACCESS = {
     "path": UPSERT_URL,
     "status": 200,
     "outcome": "applied",
-    "duration": 0.00125,
+    "duration_ms": 1.25,
     "request_id": "req-1",
 }
+SCOPE = {"type": "http", "method": "POST", "path": UPSERT_URL, "root_path": ""}
+
+
+def access_record() -> None:
+    """The endpoint's access record for one applied upsert, as request ``req-1``."""
+    bound = bind_request_id("req-1")
+    try:
+        log_access(SCOPE, 200, "applied", 0.00125)
+    finally:
+        unbind_request_id(bound)
 
 
 @pytest.fixture
@@ -53,7 +64,7 @@ def written(buffer: io.StringIO) -> list[str]:
 
 def test_json_lines_carry_the_access_fields(stream: io.StringIO) -> None:
     logging_setup.configure(log_format="json", stream=stream)
-    logging.getLogger(ACCESS_LOGGER_NAME).info("", extra=ACCESS)
+    access_record()
     (line,) = written(stream)
     record: dict[str, Any] = json.loads(line)
     assert record["logger"] == ACCESS_LOGGER_NAME
@@ -66,9 +77,9 @@ def test_text_access_line_reads_method_path_status_outcome_duration_and_id(
     stream: io.StringIO,
 ) -> None:
     logging_setup.configure(log_format="text", stream=stream)
-    logging.getLogger(ACCESS_LOGGER_NAME).info("", extra=ACCESS)
+    access_record()
     (line,) = written(stream)
-    assert line.endswith(f"{ACCESS_LOGGER_NAME}: POST {UPSERT_URL} 200 applied 1.25ms [req-1]")
+    assert line.endswith(f"{ACCESS_LOGGER_NAME}: POST {UPSERT_URL} 200 applied 1.250ms [req-1]")
 
 
 def test_uvicorns_loggers_get_the_same_format(stream: io.StringIO) -> None:
@@ -87,7 +98,7 @@ def test_a_switched_off_uvicorn_access_log_stays_off(stream: io.StringIO) -> Non
 
 def test_no_access_log_drops_access_records_but_keeps_the_rest(stream: io.StringIO) -> None:
     logging_setup.configure(access_log=False, stream=stream)
-    logging.getLogger(ACCESS_LOGGER_NAME).info("", extra=ACCESS)
+    access_record()
     logging.getLogger("runtime_snapshot_mount").warning("kept")
     assert [line.endswith("kept") for line in written(stream)] == [True]
 
@@ -95,7 +106,7 @@ def test_no_access_log_drops_access_records_but_keeps_the_rest(stream: io.String
 def test_the_log_level_filters_everything_but_the_access_log(stream: io.StringIO) -> None:
     logging_setup.configure(level="warning", stream=stream)
     logging.getLogger("runtime_snapshot_mount").info("dropped")
-    logging.getLogger(ACCESS_LOGGER_NAME).info("", extra=ACCESS)
+    access_record()
     (line,) = written(stream)
     assert "200 applied" in line
 

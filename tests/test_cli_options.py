@@ -85,6 +85,7 @@ def test_serve_hands_its_settings_to_the_workers_as_the_factorys_variables(
             "--body-timeout",
             "0",
             "--openapi",
+            "--read",
             "--no-access-log",
             "--log-format",
             "json",
@@ -98,6 +99,7 @@ def test_serve_hands_its_settings_to_the_workers_as_the_factorys_variables(
     assert settings.max_body_bytes == 4096
     assert settings.body_timeout is None
     assert settings.openapi is True
+    assert settings.read is True
     assert settings.access_log is False
     assert (settings.log_format, settings.log_level) == ("json", "warning")
     assert settings.create_tables is True  # memory:// lives in the serving process

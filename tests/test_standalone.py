@@ -96,6 +96,7 @@ def test_settings_round_trip_through_the_environment() -> None:
         max_body_bytes=2048,
         body_timeout=None,
         openapi=True,
+        read=True,
         create_tables=False,
         access_log=False,
         log_level="warning",
@@ -329,3 +330,46 @@ def test_the_factory_under_gunicorn_with_two_workers(tmp_path: Path) -> None:
         assert got[:2] == ["open", "create"] and got[-1] == "close", got
         assert set(got[2:-1]) <= {"upsert"}, got
     assert sum(got.count("upsert") for got in calls.values()) == 6
+
+
+# -- read-back --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("switch", ["--read", "RSM_READ=true"])
+def test_serve_read_serves_the_stored_snapshot(tmp_path: Path, switch: str) -> None:
+    port = free_port()
+    command = [*COMMAND, "serve", "--store", "memory://", "--port", str(port), "--api-key", "k"]
+    env = clean_env()
+    if switch.startswith("--"):
+        command.append(switch)
+    else:
+        name, _, value = switch.partition("=")
+        env[name] = value
+    process, log = start(command, tmp_path, env)
+    account_url = f"/runtime-snapshots/{EXAMPLE_REQUEST['account_id']}"
+    try:
+        wait_until_listening(process, port, log)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            assert client.get(account_url, headers=AUTH).status_code == 404
+            assert client.post(UPSERT_URL, json=EXAMPLE_REQUEST, headers=AUTH).status_code == 200
+            assert client.get(account_url).status_code == 401
+            shown = client.get(account_url, headers=AUTH)
+    finally:
+        stop(process)
+    assert shown.status_code == 200, shown.text
+    assert shown.json()["snapshot_id"] == EXAMPLE_REQUEST["snapshot_id"]
+    assert shown.json()["personality"] == EXAMPLE_REQUEST["personality"]
+
+
+def test_serve_without_read_serves_no_read_back(tmp_path: Path) -> None:
+    port = free_port()
+    command = [*COMMAND, "serve", "--store", "memory://", "--port", str(port), "--api-key", "k"]
+    process, log = start(command, tmp_path, clean_env())
+    try:
+        wait_until_listening(process, port, log)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            assert client.post(UPSERT_URL, json=EXAMPLE_REQUEST, headers=AUTH).status_code == 200
+            url = f"/runtime-snapshots/{EXAMPLE_REQUEST['account_id']}"
+            assert client.get(url, headers=AUTH).status_code == 404
+    finally:
+        stop(process)

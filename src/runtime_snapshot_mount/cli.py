@@ -1,4 +1,5 @@
-"""The ``runtime-snapshot-mount`` command: ``serve`` the endpoint, ``show`` a stored snapshot.
+"""The ``runtime-snapshot-mount`` command: ``serve`` the endpoint, ``show`` a stored snapshot,
+``create-tables`` for a store.
 
 ``serve`` is a thin layer over :func:`runtime_snapshot_mount.standalone.create_app_from_env`:
 it reads the same environment variables, lets its options override them, creates the table
@@ -17,7 +18,6 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
-from importlib import metadata
 from types import FrameType
 from typing import Any, NoReturn
 
@@ -25,23 +25,21 @@ from . import logging_setup
 from .app import DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_BODY_BYTES
 from .operations import LOGGER_NAME
 from .plugins import ConfigurationError
-from .standalone import DEFAULT_STORE, Settings, create_tables, is_process_local, sqlite_file
-from .standalone import open_store as _open_store
+from .standalone import (
+    DEFAULT_STORE,
+    Settings,
+    create_tables,
+    is_process_local,
+    open_store,
+    sqlite_file,
+)
 from .static import load_accounts_file
+from .version import __version__
 
-__all__ = ["DEFAULT_STORE", "main", "version"]
+__all__ = ["DEFAULT_STORE", "main"]
 
 FACTORY = "runtime_snapshot_mount.standalone:create_app_from_env"
-_create_tables = create_tables
 logger = logging.getLogger(LOGGER_NAME)
-
-
-def version() -> str:
-    """The installed distribution's version."""
-    try:
-        return metadata.version("runtime-snapshot-mount")
-    except metadata.PackageNotFoundError:  # run from a source tree that is not installed
-        return "unknown"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -85,10 +83,11 @@ def _parser() -> argparse.ArgumentParser:
     formatter = argparse.ArgumentDefaultsHelpFormatter
     parser = _Parser(
         prog="runtime-snapshot-mount",
-        description="Serve POST /runtime-snapshots/upsert standalone, or show a stored snapshot.",
+        description="Serve POST /runtime-snapshots/upsert standalone, show a stored snapshot, "
+        "or create a store's table.",
         formatter_class=formatter,
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     serve = commands.add_parser(
         "serve",
@@ -144,6 +143,13 @@ def _parser() -> argparse.ArgumentParser:
         help="also serve the OpenAPI document at /openapi.json [RSM_OPENAPI; default off]",
     )
     serve.add_argument(
+        "--read",
+        action="store_true",
+        default=unset,
+        help="also serve GET /runtime-snapshots/{account_id}, the stored snapshot "
+        "[RSM_READ; default off]",
+    )
+    serve.add_argument(
         "--no-access-log",
         dest="access_log",
         action="store_false",
@@ -192,7 +198,23 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument(
         "--store", default=unset, help=f"store URL [RSM_STORE; default {DEFAULT_STORE}]"
     )
+    create = commands.add_parser(
+        "create-tables",
+        help="create the store's table if it is missing, without Alembic",
+        description="Create the store's table if it is missing (nothing else), then exit 0; "
+        "exit 2 with one line when the store cannot be opened or reached.",
+        formatter_class=formatter,
+    )
+    create.add_argument(
+        "--store", default=unset, help=f"store URL [RSM_STORE; default {DEFAULT_STORE}]"
+    )
     return parser
+
+
+def _store_url(args: argparse.Namespace) -> str:
+    """``--store``, else ``RSM_STORE``, else the default store."""
+    given: str | None = getattr(args, "store", None)
+    return given or os.environ.get("RSM_STORE", "").strip() or DEFAULT_STORE
 
 
 def _fail(status: int, reason: str) -> int:
@@ -204,7 +226,7 @@ def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split())[:300] or type(error).__name__
 
 
-_OPTIONS = ["store", "accounts", "max_body_bytes", "body_timeout", "openapi"]
+_OPTIONS = ["store", "accounts", "max_body_bytes", "body_timeout", "openapi", "read"]
 _OPTIONS += ["access_log", "log_level", "log_format"]
 
 
@@ -277,7 +299,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 async def _show(account_id: str, url: str) -> dict[str, Any] | None:
-    _, plugins = await _open_store(url)
+    _, plugins = await open_store(url)
     try:
         snapshot = await plugins.store_get(account_id)
     finally:
@@ -285,8 +307,23 @@ async def _show(account_id: str, url: str) -> dict[str, Any] | None:
     return None if snapshot is None else snapshot.to_json()
 
 
+def _create_tables_command(url: str) -> int:
+    """``create-tables``: create the store's table if it is missing (nothing else), then exit
+    0; exit 2 with one line when the store cannot be opened or reached."""
+    if url == "memory://":
+        return _fail(2, "memory:// keeps no tables: pass a SQLAlchemy URL as --store")
+    try:
+        asyncio.run(create_tables(url))
+    except ConfigurationError as error:
+        return _fail(2, str(error))
+    except Exception as error:
+        return _fail(2, f"cannot create the table: {_one_line(error)}")
+    print("runtime-snapshot-mount: the snapshot table is in place", file=sys.stderr)
+    return 0
+
+
 def _show_command(args: argparse.Namespace) -> int:
-    url = getattr(args, "store", None) or os.environ.get("RSM_STORE", "").strip() or DEFAULT_STORE
+    url = _store_url(args)
     database = sqlite_file(url)
     if database is not None and not database.is_file():
         return _fail(2, f"no database file {str(database)!r} (from the store URL {url!r})")
@@ -307,4 +344,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "serve":
         return _serve(args)
+    if args.command == "create-tables":
+        return _create_tables_command(_store_url(args))
     return _show_command(args)

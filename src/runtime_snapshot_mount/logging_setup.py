@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from logging.handlers import QueueHandler, QueueListener
 from typing import Any, TextIO
 
-from .operations import LOGGER_NAME, RequestIdFilter
+from .operations import ACCESS_LOGGER_NAME, LOGGER_NAME, RequestIdFilter
 
 __all__ = [
     "ACCESS_FIELDS",
@@ -36,8 +36,7 @@ __all__ = [
     "write_directly",
 ]
 
-ACCESS_LOGGER_NAME = f"{LOGGER_NAME}.access"
-ACCESS_FIELDS = ("method", "path", "status", "outcome", "duration", "request_id")
+ACCESS_FIELDS = ("method", "path", "status", "outcome", "duration_ms", "request_id")
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 SERVER_LOGGER_NAMES = ("uvicorn", "uvicorn.error", "uvicorn.access")
@@ -50,22 +49,15 @@ def _extras(record: logging.LogRecord) -> dict[str, Any]:
 
 
 class TextFormatter(logging.Formatter):
-    """``TIME LEVEL LOGGER: MESSAGE [REQUEST_ID]``; an access record without a message of its
-    own reads ``METHOD PATH STATUS OUTCOME DURATIONms``."""
+    """``TIME LEVEL LOGGER: MESSAGE [REQUEST_ID]`` (the access record's message reads
+    ``METHOD PATH STATUS OUTCOME DURATIONms``)."""
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         line = super().formatMessage(record)
-        fields = _extras(record)
-        if not record.msg and "status" in fields:
-            duration = fields.get("duration")
-            took = f" {duration * 1000:.2f}ms" if isinstance(duration, float) else ""
-            parts = [fields.get("method", "-"), fields.get("path", "-"), fields["status"]]
-            parts.append(fields.get("outcome", "-"))
-            line = f"{line.rstrip()} {' '.join(str(part) for part in parts)}{took}"
-        request_id = fields.get("request_id")
+        request_id = record.__dict__.get("request_id")
         if request_id and request_id != "-":
             line += f" [{request_id}]"
         return line

@@ -59,6 +59,7 @@ ENVIRONMENT: dict[str, str] = {
     "RSM_BODY_TIMEOUT": f"seconds to send the body, else 408; 0: no limit "
     f"(default {DEFAULT_BODY_TIMEOUT:g})",
     "RSM_OPENAPI": "true: also serve the OpenAPI document at /openapi.json (default false)",
+    "RSM_READ": "true: also serve GET /runtime-snapshots/{account_id} (default false)",
     "RSM_CREATE_TABLES": "true: create the store's table at start-up if missing (default true)",
     "RSM_ACCESS_LOG": "false: no access record per request (default true)",
     "RSM_LOG_LEVEL": "critical, error, warning, info or debug (default info)",
@@ -104,6 +105,7 @@ class Settings:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     body_timeout: float | None = DEFAULT_BODY_TIMEOUT
     openapi: bool = False
+    read: bool = False
     create_tables: bool = True
     access_log: bool = True
     log_level: str = "info"
@@ -159,6 +161,7 @@ class Settings:
             timeout = _number(environ, "RSM_BODY_TIMEOUT", float)
             options["body_timeout"] = None if timeout == 0 else timeout
         options["openapi"] = _flag(environ, "RSM_OPENAPI", False)
+        options["read"] = _flag(environ, "RSM_READ", False)
         options["create_tables"] = _flag(environ, "RSM_CREATE_TABLES", True)
         options["access_log"] = _flag(environ, "RSM_ACCESS_LOG", True)
         if environ.get("RSM_LOG_LEVEL", "").strip():
@@ -176,6 +179,7 @@ class Settings:
             "RSM_MAX_BODY_BYTES": str(self.max_body_bytes),
             "RSM_BODY_TIMEOUT": "0" if self.body_timeout is None else repr(self.body_timeout),
             "RSM_OPENAPI": str(self.openapi).lower(),
+            "RSM_READ": str(self.read).lower(),
             "RSM_CREATE_TABLES": str(self.create_tables).lower(),
             "RSM_ACCESS_LOG": str(self.access_log).lower(),
             "RSM_LOG_LEVEL": self.log_level,
@@ -331,6 +335,7 @@ class StandaloneApp:
                 api_keys=list(settings.api_keys),
                 max_body_bytes=settings.max_body_bytes,
                 openapi=settings.openapi,
+                read=settings.read,
                 body_timeout=settings.body_timeout,
             )
         except BaseException:

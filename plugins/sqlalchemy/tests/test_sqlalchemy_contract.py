@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator
 
 import pytest
 from runtime_snapshot_mount_sqlalchemy import SQLAlchemyStore
-from runtime_snapshot_mount_sqlalchemy.upserts import DuplicateKeyUpsert, LockingUpsert
 from support_sqlalchemy import Database, dispose
 
 from runtime_snapshot_mount.testing import StoreContract
@@ -29,7 +28,7 @@ class TestLockingUpsert(StoreContract):
     async def store(self, server_database: Database, mode: str) -> AsyncIterator[SQLAlchemyStore]:
         engine = server_database.engine(mode)
         store = SQLAlchemyStore(engine, table=server_database.table)
-        store._upsert = LockingUpsert(store.table)  # force the fallback the dialect would not pick
+        store = SQLAlchemyStore(engine, table=server_database.table, upsert="locking")
         yield store
         await dispose(engine)
 
@@ -42,7 +41,7 @@ class TestMySQLUpsertWithoutReturning(StoreContract):
     async def store(self, mariadb: Database, mode: str) -> AsyncIterator[SQLAlchemyStore]:
         engine = mariadb.engine(mode)
         store = SQLAlchemyStore(engine, table=mariadb.table)
-        store._upsert = DuplicateKeyUpsert(store.table, returning=False)
+        store = SQLAlchemyStore(engine, table=mariadb.table, upsert="duplicate-key-read-back")
         yield store
         await dispose(engine)
 
