@@ -72,7 +72,7 @@ async def post(app: Any, path: str, token: str, body: dict[str, Any]) -> httpx.R
 
 def test_the_readmes_have_the_blocks_this_file_runs() -> None:
     assert len(ROOT_PYTHON) == 4
-    assert len(PLUGIN_PYTHON) == 2
+    assert len(PLUGIN_PYTHON) == 3
     assert "from runtime_snapshot_mount_sqlalchemy.migrations import render_item" in ENV_PY
     assert "render_item=render_item," in ENV_PY
     assert PLUGIN_PYTHON[1].splitlines()[0] in ENV_PY
@@ -106,6 +106,24 @@ async def test_the_sqlalchemy_host_creates_its_tables_and_a_first_account(
     )
     assert response.status_code == 404
     assert (tmp_path / "host.db").exists()
+    namespace["engine"].dispose()
+
+
+@pytest.mark.anyio
+async def test_a_host_engine_opts_in_to_group_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from runtime_snapshot_mount import create_app
+
+    namespace = run_block(PLUGIN_PYTHON[2], tmp_path, monkeypatch)
+    store = namespace["store"]
+    app = create_app(store, api_keys=["secret"], accounts=[EXAMPLE_REQUEST["account_id"]])
+    response = await post(app, "/runtime-snapshots/upsert", "secret", EXAMPLE_REQUEST)
+    assert response.status_code == 200 and response.json() == UPSERTED
+    assert store.writer is not None
+    stored = await store.store_get(EXAMPLE_REQUEST["account_id"])
+    assert stored is not None and stored.snapshot_id == EXAMPLE_REQUEST["snapshot_id"]
+    await store.store_close()
     namespace["engine"].dispose()
 
 
