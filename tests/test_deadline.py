@@ -21,9 +21,8 @@ def anyio_backend() -> str:
 async def test_a_wait_past_the_deadline_raises_timeout_error_soon_after_it() -> None:
     deadline = BodyDeadline(0.2)
     started = time.monotonic()
-    with pytest.raises(TimeoutError):
-        with deadline.limit():
-            await asyncio.sleep(10)
+    with pytest.raises(TimeoutError), deadline.limit():
+        await asyncio.sleep(10)
     assert 0.2 <= time.monotonic() - started < 1.0
     assert not deadline.waiting and not deadline.expired
 
@@ -98,6 +97,5 @@ def test_a_deadline_must_be_positive() -> None:
 @pytest.mark.parametrize("anyio_backend", ["trio"])
 async def test_on_trio_anyio_bounds_the_wait(anyio_backend: str) -> None:
     deadline = BodyDeadline(0.1)
-    with pytest.raises(TimeoutError):
-        with deadline.limit():
-            await anyio.sleep(5)
+    with pytest.raises(TimeoutError), deadline.limit():
+        await anyio.sleep(5)

@@ -472,7 +472,7 @@ async def test_a_plugin_passed_to_create_app_and_installed_is_used_once(
     async with client_for(app) as client:
         response = await post_json(client, EXAMPLE_REQUEST, token="entry-point-token")
     assert response.content == compact(EXAMPLE_APPLIED)
-    assert sys.modules[entry_point_plugin].CALLS == [(ACCOUNT, Principal("entry-point"))]
+    assert [(ACCOUNT, Principal("entry-point"))] == sys.modules[entry_point_plugin].CALLS
 
 
 def test_a_plugin_passed_twice_is_a_one_line_configuration_error(store: MemoryStore) -> None:
