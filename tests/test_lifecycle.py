@@ -130,10 +130,11 @@ def test_serve_keeps_the_documented_order_in_every_process(tmp_path: Path, worke
     env = clean_env(PYTHONPATH=path, RSM_LIFECYCLE_LOG=str(log))
     args = ["--store", "strict://", "--api-key", "secret", "--workers", str(workers)]
     with serving(*args, directory=tmp_path, env=env) as url:
-        with httpx.Client(base_url=url, headers={"Authorization": "Bearer secret"}) as client:
-            for version in range(1, 21):
-                body = {**EXAMPLE_REQUEST, "strategy_version": version}
-                assert client.post("/runtime-snapshots/upsert", json=body).status_code == 200
+        client = httpx.Client(base_url=url, headers={"Authorization": "Bearer secret"})
+        for version in range(1, 21):
+            body = {**EXAMPLE_REQUEST, "strategy_version": version}
+            assert client.post("/runtime-snapshots/upsert", json=body).status_code == 200
+        client.close()
     instances = events_by_instance(log)
     assert not [e for events in instances.values() for e in events if e.startswith("refused")]
     creators = [events for events in instances.values() if "create_tables" in events]
