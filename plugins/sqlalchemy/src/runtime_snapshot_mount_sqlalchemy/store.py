@@ -21,9 +21,10 @@ from .fast_path import AsyncpgUpsert, asyncpg_upsert
 from .schema import DEFAULT_TABLE_NAME, check_table, snapshot_from_row, snapshot_table
 from .upserts import Upsert, choose_upsert, read_ignored, select_current
 
-__all__ = ["DEFAULT_ATTEMPTS", "SQLAlchemyStore"]
+__all__ = ["DEFAULT_ATTEMPTS", "DEFAULT_RETRY_DEADLINE", "SQLAlchemyStore"]
 
 DEFAULT_ATTEMPTS = 5
+DEFAULT_RETRY_DEADLINE = 2.0
 T = TypeVar("T")
 
 
@@ -37,9 +38,14 @@ class SQLAlchemyStore:
     it the store defines ``table_name`` on a ``MetaData`` of its own. Nothing connects until
     the first call, and tables are only created by :meth:`store_create_tables`.
 
-    Each upsert is atomic against every writer sharing the database; deadlocks, lock
-    timeouts, serialization failures, a busy SQLite file and dropped connections are retried,
-    ``attempts`` tries in all, and then raised (the app answers 500).
+    Each upsert is atomic against every writer sharing the database. Transient failures
+    (see :func:`~runtime_snapshot_mount_sqlalchemy.is_transient`: deadlocks, serialization
+    failures, a server restarting, refused or dropped connections) are retried with backoff.
+    On a database server a call retries until ``retry_deadline`` seconds (2) have passed since
+    it began -- the whole call, connecting and waiting for a pooled connection included -- and
+    then raises (the app answers 500); with ``retry_deadline=None`` it makes ``attempts`` tries
+    instead. On SQLite, whose writers already wait for one another (the busy timeout), a call
+    makes ``attempts`` tries in all.
 
     On an ``AsyncEngine`` with the asyncpg driver the upsert is one asyncpg call on a
     connection of the engine's pool (see :mod:`~runtime_snapshot_mount_sqlalchemy.fast_path`),
@@ -56,15 +62,21 @@ class SQLAlchemyStore:
         table: Table | None = None,
         table_name: str = DEFAULT_TABLE_NAME,
         attempts: int = DEFAULT_ATTEMPTS,
+        retry_deadline: float | None = DEFAULT_RETRY_DEADLINE,
     ) -> None:
         if attempts < 1:
             raise ValueError("attempts must be at least 1")
+        if retry_deadline is not None and not retry_deadline > 0:  # NaN too
+            raise ValueError("retry_deadline must be a positive number of seconds, or None")
         self.owns_engine = isinstance(engine, str | URL)
         self.engine = create_store_engine(engine) if isinstance(engine, str | URL) else engine
         self.table = (
             check_table(table) if table is not None else snapshot_table(MetaData(), table_name)
         )
         self.attempts = attempts
+        sqlite = self.engine.dialect.name == "sqlite"
+        self.retry_deadline = None if sqlite else retry_deadline
+        self._attempts = attempts if self.retry_deadline is None else None
         self._runner = EngineRunner(self.engine)
         self._select = select_current(self.table)
         self._upsert: Upsert | None = None
@@ -72,7 +84,6 @@ class SQLAlchemyStore:
         # thread lock around the transaction in the worker threads of a sync engine, a task
         # lock for an async one) rather than in SQLite's busy handler, which polls with
         # sleeps of up to 100 ms; writers in other processes still meet the busy timeout.
-        sqlite = self.engine.dialect.name == "sqlite"
         asynchronous = isinstance(self.engine, AsyncEngine)
         self._writing_task = anyio.Lock() if sqlite and asynchronous else None
         self._writing_thread: AbstractContextManager[Any] = (
@@ -91,18 +102,20 @@ class SQLAlchemyStore:
         """Apply ``snapshot`` unless a later one is stored, atomically (see ``upserts``)."""
         fast = self._fast
         if fast is not None and fast.upsert is self._upsert and fast.usable():
-            return await retry_transient(partial(self._upsert_fast, fast, snapshot), self.attempts)
+            upsert = partial(self._upsert_fast, fast, snapshot)
+            return await retry_transient(upsert, self._attempts, deadline=self.retry_deadline)
         work = partial(self._upsert_on, snapshot)
         attempt = partial(self._runner.run, work)
         if self._writing_task is not None:
             attempt = partial(_in_turn, self._writing_task, attempt)
-        return await retry_transient(attempt, self.attempts)
+        return await retry_transient(attempt, self._attempts, deadline=self.retry_deadline)
 
     @hookimpl
     async def store_get(self, account_id: str) -> Snapshot | None:
         """The snapshot stored for ``account_id``, or ``None``."""
         work = partial(self._read_on, account_id)
-        return await retry_transient(partial(self._runner.run, work), self.attempts)
+        attempt = partial(self._runner.run, work)
+        return await retry_transient(attempt, self._attempts, deadline=self.retry_deadline)
 
     @hookimpl
     async def store_create_tables(self) -> None:
