@@ -196,14 +196,12 @@ def is_transient(error: BaseException) -> bool:
     if isinstance(error, exc.DBAPIError):
         if error.connection_invalidated:
             return True
-        original: BaseException = error if error.orig is None else error.orig
-        return _is_transient_driver_error(original, isinstance(error, exc.OperationalError))
-    return _is_transient_driver_error(error, operational=False)
+        return _is_transient_driver_error(error if error.orig is None else error.orig)
+    return _is_transient_driver_error(error)
 
 
-def _is_transient_driver_error(error: BaseException, operational: bool) -> bool:
-    """:func:`is_transient` for a driver's own exception; ``operational`` when SQLAlchemy
-    wrapped it as an :class:`~sqlalchemy.exc.OperationalError`."""
+def _is_transient_driver_error(error: BaseException) -> bool:
+    """:func:`is_transient` for a driver's own exception."""
     if isinstance(error, OSError):
         return True
     if isinstance(error, sqlite3.OperationalError):
@@ -217,11 +215,17 @@ def _is_transient_driver_error(error: BaseException, operational: bool) -> bool:
     sqlstate = getattr(error, "sqlstate", None)
     if isinstance(sqlstate, str):  # PostgreSQL's (psycopg, asyncpg, SQLAlchemy's asyncpg)
         return sqlstate in _POSTGRES_TRANSIENT or sqlstate.startswith(_POSTGRES_CONNECTION)
-    if operational and hasattr(error, "sqlstate"):  # psycopg's, but sent by no server:
+    if hasattr(error, "sqlstate") and _is_operational(error):  # psycopg's, sent by no server:
         return True  # libpq's own, on a connection that failed (refused, unreachable) or was lost
     # asyncpg's InterfaceError on a connection that the server closed carries no SQLSTATE;
     # SQLAlchemy's asyncpg dialect recognises it by the same words.
     return "asyncpg" in type(error).__module__ and "connection is closed" in str(error)
+
+
+def _is_operational(error: BaseException) -> bool:
+    """An ``OperationalError`` of the driver's own (PEP 249's name for failures such as a
+    connection lost)."""
+    return any(kind.__name__ == "OperationalError" for kind in type(error).__mro__)
 
 
 async def retry_transient(
