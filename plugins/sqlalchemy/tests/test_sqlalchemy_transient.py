@@ -25,6 +25,8 @@ import pymysql
 import pymysql.err
 import pytest
 from runtime_snapshot_mount_sqlalchemy import SQLAlchemyStore, create_store_engine, is_transient
+from runtime_snapshot_mount_sqlalchemy.opener import store_from_url
+from runtime_snapshot_mount_sqlalchemy.store import DEFAULT_RETRY_DEADLINE
 from sqlalchemy import create_engine, exc, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from support_sqlalchemy import free_port
@@ -365,3 +367,23 @@ async def test_a_mariadb_restart_and_a_killed_connection_are_transient_on_both_d
             killer.close()
         await async_engine.dispose()
         sync_engine.dispose()
+
+
+# -- the deadline from a store URL ------------------------------------------------------
+
+
+def test_a_store_url_may_carry_the_retry_deadline() -> None:
+    store = store_from_url("postgresql+asyncpg://u@127.0.0.1/d?retry_deadline=0.5&table=t")
+    assert store is not None
+    assert (store.retry_deadline, store.table.name) == (0.5, "t")
+    assert "retry_deadline" not in store.engine.url.query
+    default = store_from_url("mysql+asyncmy://u@127.0.0.1/d")
+    assert default is not None and default.retry_deadline == DEFAULT_RETRY_DEADLINE
+    sqlite = store_from_url("sqlite:///:memory:?retry_deadline=3")
+    assert sqlite is not None and sqlite.retry_deadline is None  # SQLite waits in its busy handler
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "soon"])
+def test_a_bad_retry_deadline_in_a_store_url_is_refused(value: str) -> None:
+    with pytest.raises(ValueError, match="retry_deadline"):
+        store_from_url(f"postgresql+asyncpg://u@127.0.0.1/d?retry_deadline={value}")
