@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import anyio
 import asyncmy.errors
 import asyncpg
 import psycopg.errors
@@ -97,15 +98,6 @@ async def test_mysql_through_a_missing_socket_is_transient() -> None:
 # -- the deadline: a database that accepts the connection and never answers -------------
 
 
-@contextlib.contextmanager
-def silent_listener() -> Iterator[int]:
-    """A loopback port whose kernel completes the TCP handshake but nobody ever answers."""
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(64)
-        yield listener.getsockname()[1]
-
-
 @pytest.mark.parametrize(
     ("url", "sync"),
     [
@@ -115,17 +107,28 @@ def silent_listener() -> Iterator[int]:
         ("mysql+pymysql://root@127.0.0.1:{port}/x", True),
     ],
 )
-async def test_a_connect_that_hangs_is_cut_at_the_deadline(url: str, sync: bool) -> None:
-    with silent_listener() as port:
-        target = url.format(port=port)
-        engine = create_engine(target) if sync else create_store_engine(target)
-        store = SQLAlchemyStore(engine, retry_deadline=0.5)
+async def test_a_retry_whose_connect_hangs_is_cut_at_the_deadline(url: str, sync: bool) -> None:
+    """The first connect is refused; then the port has a listener whose kernel completes the
+    TCP handshake but that never answers, so every retry's connect hangs."""
+    port = free_port()
+    target = url.format(port=port)
+    engine = create_engine(target) if sync else create_store_engine(target)
+    store = SQLAlchemyStore(engine, retry_deadline=0.5)
+    with socket.socket() as listener:
+
+        async def listen_soon() -> None:
+            await asyncio.sleep(0.15)  # the first attempt has been refused by then
+            listener.bind(("127.0.0.1", port))
+            listener.listen(64)
+
+        listening = asyncio.ensure_future(listen_soon())
         started = time.monotonic()
         try:
-            with pytest.raises(TimeoutError):
+            with anyio.fail_after(20), pytest.raises(TimeoutError):
                 await store.store_upsert(make_snapshot("a"))
             assert time.monotonic() - started < 0.5 + 1.0
         finally:
+            await listening
             if isinstance(engine, AsyncEngine):
                 await engine.dispose()
             else:

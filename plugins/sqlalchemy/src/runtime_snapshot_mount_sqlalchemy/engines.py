@@ -239,11 +239,12 @@ async def retry_transient(
 
     Stops at ``attempts`` tries in all, or once ``deadline`` seconds have passed since the
     call, whichever comes first (at least one of the two must be given), and raises the last
-    failure. The deadline bounds the whole loop, waits and attempts alike: an attempt still
-    running when it passes -- a connect that hangs, a pool with no free connection -- is
-    cancelled, and :class:`TimeoutError` raised (from the last failure, if there was one).
-    A cancelled attempt's transaction is never committed by it: the connection is closed
-    or rolled back.
+    failure. Once a call has failed, the deadline bounds everything after: the waits and the
+    retries, a connect that hangs or a wait for a pooled connection included -- a retry still
+    running at the deadline is cancelled (its transaction rolled back, never committed by it)
+    and :class:`TimeoutError` raised from the last failure. The first attempt is not cut: a
+    database that answers slowly under load (lock waits, a busy pool) is not failing, and
+    runs under the pool's and the driver's own timeouts.
 
     Waits a random time of up to ``base_delay * 2**n`` (at most a quarter of a second, and
     never past the deadline) before the n-th retry.
@@ -252,13 +253,18 @@ async def retry_transient(
         raise ValueError("retry_transient needs attempts, a deadline, or both")
     if attempts is not None and attempts < 1:
         raise ValueError("attempts must be at least 1")
+    end = math.inf if deadline is None else anyio.current_time() + deadline
+    try:
+        return await attempt()
+    except Exception as error:
+        if not is_transient(error) or attempts == 1 or anyio.current_time() >= end:
+            raise
+        failures = [error]
     if deadline is None:
-        return await _retry(attempt, attempts, base_delay, math.inf, [])
-    failures: list[Exception] = []
-    with anyio.move_on_after(deadline) as scope:
-        return await _retry(attempt, attempts, base_delay, scope.deadline, failures)
-    last = failures[-1] if failures else None
-    raise TimeoutError(f"the database did not answer within {deadline:g} s") from last
+        return await _retry(attempt, attempts, base_delay, end, failures)
+    with anyio.CancelScope(deadline=end):
+        return await _retry(attempt, attempts, base_delay, end, failures)
+    raise TimeoutError(f"the database did not answer within {deadline:g} s") from failures[-1]
 
 
 async def _retry(
@@ -268,9 +274,12 @@ async def _retry(
     deadline: float,
     failures: list[Exception],
 ) -> T:
-    """The loop of :func:`retry_transient`; ``deadline`` is on anyio's clock."""
-    number = 0
+    """The retries of :func:`retry_transient` after a first failure; ``deadline`` is on
+    anyio's clock; ``failures`` holds the last failure."""
+    number = 1
     while True:
+        delay = random.uniform(0, min(base_delay * 2**number, _MAX_DELAY))
+        await anyio.sleep(min(delay, max(0.0, deadline - anyio.current_time())))
         number += 1
         try:
             return await attempt()
@@ -278,8 +287,5 @@ async def _retry(
             if not is_transient(error) or number == attempts:
                 raise
             failures[:] = [error]
-            left = deadline - anyio.current_time()
-            if left <= 0:
+            if anyio.current_time() >= deadline:
                 raise
-        delay = random.uniform(0, min(base_delay * 2**number, _MAX_DELAY))
-        await anyio.sleep(min(delay, left))
