@@ -238,8 +238,8 @@ async def retry_transient(
     """Await ``attempt()``; retry its transient failures (:func:`is_transient`) with backoff.
 
     Stops at ``attempts`` tries in all, or once ``deadline`` seconds have passed since the
-    call, whichever comes first (at least one of the two must be given), and raises the last
-    failure. Once a call has failed, the deadline bounds everything after: the waits and the
+    first failure, whichever comes first (at least one of the two must be given), and raises
+    the last failure. The deadline bounds everything after that failure: the waits and the
     retries, a connect that hangs or a wait for a pooled connection included -- a retry still
     running at the deadline is cancelled (its transaction rolled back, never committed by it)
     and :class:`TimeoutError` raised from the last failure. The first attempt is not cut: a
@@ -253,13 +253,13 @@ async def retry_transient(
         raise ValueError("retry_transient needs attempts, a deadline, or both")
     if attempts is not None and attempts < 1:
         raise ValueError("attempts must be at least 1")
-    end = math.inf if deadline is None else anyio.current_time() + deadline
     try:
         return await attempt()
     except Exception as error:
-        if not is_transient(error) or attempts == 1 or anyio.current_time() >= end:
+        if not is_transient(error) or attempts == 1:
             raise
         failures = [error]
+    end = math.inf if deadline is None else anyio.current_time() + deadline
     if deadline is None:
         return await _retry(attempt, attempts, base_delay, end, failures)
     with anyio.CancelScope(deadline=end):

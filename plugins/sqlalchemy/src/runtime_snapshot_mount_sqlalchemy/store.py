@@ -42,10 +42,10 @@ class SQLAlchemyStore:
     (see :func:`~runtime_snapshot_mount_sqlalchemy.is_transient`: deadlocks, serialization
     failures, a server restarting, refused or dropped connections) are retried with backoff.
     On a database server a call that failed retries until ``retry_deadline`` seconds (2) have
-    passed since it began -- a retry's connect or wait for a pooled connection is cut off
+    passed since that failure -- a retry's connect or wait for a pooled connection is cut off
     then -- and raises (the app answers 500); with ``retry_deadline=None`` it makes
-    ``attempts`` tries instead. On SQLite, whose writers already wait for one another (the busy timeout), a call
-    makes ``attempts`` tries in all.
+    ``attempts`` tries instead. On SQLite, whose writers already wait for one another (the
+    busy timeout), a call makes ``attempts`` tries in all.
 
     On an ``AsyncEngine`` with the asyncpg driver the upsert is one asyncpg call on a
     connection of the engine's pool (see :mod:`~runtime_snapshot_mount_sqlalchemy.fast_path`),
