@@ -26,6 +26,8 @@ __all__ = ["DEFAULT_STORE", "main"]
 DEFAULT_STORE = "sqlite:///runtime-snapshots.db"
 _CONFIG_VARIABLE = "RUNTIME_SNAPSHOT_MOUNT_SERVE_CONFIG"
 _SQLALCHEMY_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mariadb", "oracle", "mssql")
+_KEEP_ALIVE = 5
+_MAX_CONNECTIONS = 1000
 
 logger = logging.getLogger("runtime_snapshot_mount")
 
@@ -62,6 +64,28 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--openapi", action="store_true", help="also serve the OpenAPI document at /openapi.json"
+    )
+    serve.add_argument(
+        "--retry-deadline",
+        type=float,
+        metavar="SECONDS",
+        help="how long a request retries a database that is away (restarting, refusing "
+        "connections) before it answers 500; SQLAlchemy stores on a server (default 2)",
+    )
+    serve.add_argument(
+        "--limit-concurrency",
+        type=int,
+        metavar="N",
+        help="connections (and requests) per worker before new requests get 503; bounds what "
+        "clients that never finish their headers can hold (default: 1000, at most half the "
+        "open-file limit)",
+    )
+    serve.add_argument(
+        "--timeout-keep-alive",
+        type=int,
+        default=_KEEP_ALIVE,
+        metavar="SECONDS",
+        help=f"close an idle keep-alive connection after this long ({_KEEP_ALIVE})",
     )
     show = commands.add_parser("show", help="print an account's stored snapshot as JSON")
     show.add_argument("account_id", metavar="ACCOUNT_ID")
@@ -113,12 +137,24 @@ def _serve_config(args: argparse.Namespace) -> dict[str, Any]:
         raise ConfigurationError("--max-body-bytes must be at least 1")
     if not args.body_timeout >= 0:  # NaN too
         raise ConfigurationError("--body-timeout must be a number of seconds, or 0 for no limit")
+    store = args.store
+    if args.retry_deadline is not None:
+        if not args.retry_deadline > 0:  # NaN too
+            raise ConfigurationError("--retry-deadline must be a positive number of seconds")
+        if store.partition(":")[0].partition("+")[0].lower() not in _SQLALCHEMY_SCHEMES:
+            raise ConfigurationError("--retry-deadline applies to SQLAlchemy store URLs only")
+        separator = "&" if "?" in store else "?"
+        store = f"{store}{separator}retry_deadline={args.retry_deadline:g}"
+    if args.limit_concurrency is not None and args.limit_concurrency < 1:
+        raise ConfigurationError("--limit-concurrency must be at least 1")
+    if args.timeout_keep_alive < 1:
+        raise ConfigurationError("--timeout-keep-alive must be at least 1 second")
     accounts = None
     if args.accounts is not None:
         load_accounts_file(args.accounts)  # fail now, in the parent, with a one-line reason
         accounts = os.path.abspath(args.accounts)
     return {
-        "store": args.store,
+        "store": store,
         "api_keys": keys,
         "accounts": accounts,
         "max_body_bytes": args.max_body_bytes,
@@ -221,8 +257,23 @@ def _serve(args: argparse.Namespace) -> int:
         port=args.port,
         workers=args.workers,
         lifespan="on",
+        limit_concurrency=args.limit_concurrency or _default_connection_limit(),
+        timeout_keep_alive=args.timeout_keep_alive,
     )
     return 0
+
+
+def _default_connection_limit() -> int:
+    """1000 connections per worker, or half the open-file limit if that is lower, so that
+    stalled clients run into 503 answers before the process runs out of file descriptors."""
+    try:
+        import resource
+    except ImportError:  # not on Unix
+        return _MAX_CONNECTIONS
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return _MAX_CONNECTIONS
+    return max(1, min(_MAX_CONNECTIONS, soft // 2))
 
 
 async def _show(account_id: str, url: str) -> dict[str, Any] | None:
