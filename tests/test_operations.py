@@ -287,3 +287,36 @@ async def test_an_exporter_that_raises_changes_no_answer(caplog: pytest.LogCaptu
     raised = [r for r in caplog.records if "raised; the response is unchanged" in r.getMessage()]
     assert len(raised) == len(MIXED_STATUSES)
     assert [rid(r) for r in raised] == [g.headers["x-request-id"] for g in got]
+
+
+# -- the access log ----------------------------------------------------------------------------
+
+
+async def test_every_answer_is_one_access_record_with_its_fields(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="runtime_snapshot_mount.access")
+    async with client_for(make_app(MemoryStore())) as client:
+        applied = await post_json(client, example(), headers={"X-Request-ID": "req-1"})
+        refused = await post_json(client, example(), token="wrong")
+        missing = await client.get("/nowhere")
+    records = [r for r in caplog.records if r.name == "runtime_snapshot_mount.access"]
+    assert [(r.method, r.path, r.status, r.outcome) for r in records] == [
+        ("POST", UPSERT_URL, 200, "applied"),
+        ("POST", UPSERT_URL, 401, "rejected"),
+        ("GET", "/nowhere", 404, "rejected"),
+    ]
+    ids = [applied, refused, missing]
+    assert [r.request_id for r in records] == [a.headers["x-request-id"] for a in ids]
+    assert records[0].request_id == "req-1"
+    assert all(r.duration_ms >= 0 for r in records)
+    assert records[0].getMessage().startswith(f"POST {UPSERT_URL} 200 applied ")
+
+
+async def test_nothing_is_logged_per_request_when_nobody_listens(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING)
+    async with client_for(make_app(MemoryStore())) as client:
+        await post_json(client, example())
+    assert not [r for r in caplog.records if r.name == "runtime_snapshot_mount.access"]

@@ -39,6 +39,9 @@ from .version import __version__
 __all__ = ["DEFAULT_STORE", "main"]
 
 FACTORY = "runtime_snapshot_mount.standalone:create_app_from_env"
+_SQLALCHEMY_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mariadb", "oracle", "mssql")
+_KEEP_ALIVE = 5
+_MAX_CONNECTIONS = 1000
 logger = logging.getLogger(LOGGER_NAME)
 
 
@@ -170,6 +173,29 @@ def _parser() -> argparse.ArgumentParser:
         help="text lines, or one JSON object per line [RSM_LOG_FORMAT; default text]",
     )
     serve.add_argument(
+        "--retry-deadline",
+        type=float,
+        metavar="SECONDS",
+        help="how long a request retries a database that is away (restarting, refusing "
+        "connections) before it answers 500; SQLAlchemy stores on a server; adds "
+        "?retry_deadline= to the store URL (default 2)",
+    )
+    serve.add_argument(
+        "--limit-concurrency",
+        type=int,
+        metavar="N",
+        help="connections (and requests) per worker before new requests get 503; bounds what "
+        "clients that never finish their headers can hold (default: 1000, at most half the "
+        "open-file limit)",
+    )
+    serve.add_argument(
+        "--timeout-keep-alive",
+        type=int,
+        default=_KEEP_ALIVE,
+        metavar="SECONDS",
+        help="close an idle keep-alive connection after this long",
+    )
+    serve.add_argument(
         "--root-path",
         default="",
         metavar="PATH",
@@ -238,7 +264,21 @@ def _serve_settings(args: argparse.Namespace) -> Settings:
     if given.get("accounts") is not None:
         given["accounts"] = os.path.abspath(given["accounts"])
     settings = Settings.from_environ(os.environ, api_keys=getattr(args, "api_key", ()))
-    return dataclasses.replace(settings, **given)
+    settings = dataclasses.replace(settings, **given)
+    if args.retry_deadline is not None:
+        if not args.retry_deadline > 0:  # NaN too
+            raise ConfigurationError("--retry-deadline must be a positive number of seconds")
+        store = settings.store
+        if store.partition(":")[0].partition("+")[0].lower() not in _SQLALCHEMY_SCHEMES:
+            raise ConfigurationError("--retry-deadline applies to SQLAlchemy store URLs only")
+        separator = "&" if "?" in store else "?"
+        store = f"{store}{separator}retry_deadline={args.retry_deadline:g}"
+        settings = dataclasses.replace(settings, store=store)
+    if args.limit_concurrency is not None and args.limit_concurrency < 1:
+        raise ConfigurationError("--limit-concurrency must be at least 1")
+    if args.timeout_keep_alive < 1:
+        raise ConfigurationError("--timeout-keep-alive must be at least 1 second")
+    return settings
 
 
 def _serve_config(args: argparse.Namespace) -> dict[str, Any]:
@@ -294,8 +334,23 @@ def _serve(args: argparse.Namespace) -> int:
         root_path=args.root_path,
         proxy_headers=args.proxy_headers,
         forwarded_allow_ips=args.forwarded_allow_ips,
+        limit_concurrency=args.limit_concurrency or _default_connection_limit(),
+        timeout_keep_alive=args.timeout_keep_alive,
     )
     return 0
+
+
+def _default_connection_limit() -> int:
+    """1000 connections per worker, or half the open-file limit if that is lower, so that
+    stalled clients run into 503 answers before the process runs out of file descriptors."""
+    try:
+        import resource
+    except ImportError:  # not on Unix
+        return _MAX_CONNECTIONS
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return _MAX_CONNECTIONS
+    return max(1, min(_MAX_CONNECTIONS, soft // 2))
 
 
 async def _show(account_id: str, url: str) -> dict[str, Any] | None:

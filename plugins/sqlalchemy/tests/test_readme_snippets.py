@@ -71,8 +71,8 @@ async def post(app: Any, path: str, token: str, body: dict[str, Any]) -> httpx.R
 
 
 def test_the_readmes_have_the_blocks_this_file_runs() -> None:
-    assert len(ROOT_PYTHON) == 4
-    assert len(PLUGIN_PYTHON) == 2
+    assert len(ROOT_PYTHON) == 5
+    assert len(PLUGIN_PYTHON) == 3
     assert "from runtime_snapshot_mount_sqlalchemy.migrations import render_item" in ENV_PY
     assert "render_item=render_item," in ENV_PY
     assert PLUGIN_PYTHON[1].splitlines()[0] in ENV_PY
@@ -110,15 +110,49 @@ async def test_the_sqlalchemy_host_creates_its_tables_and_a_first_account(
 
 
 @pytest.mark.anyio
+async def test_a_host_engine_opts_in_to_group_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from runtime_snapshot_mount import create_app
+
+    namespace = run_block(PLUGIN_PYTHON[2], tmp_path, monkeypatch)
+    store = namespace["store"]
+    app = create_app(store, api_keys=["secret"], accounts=[EXAMPLE_REQUEST["account_id"]])
+    response = await post(app, "/runtime-snapshots/upsert", "secret", EXAMPLE_REQUEST)
+    assert response.status_code == 200 and response.json() == UPSERTED
+    assert store.writer is not None
+    stored = await store.store_get(EXAMPLE_REQUEST["account_id"])
+    assert stored is not None and stored.snapshot_id == EXAMPLE_REQUEST["snapshot_id"]
+    await store.store_close()
+    namespace["engine"].dispose()
+
+
+@pytest.mark.anyio
+async def test_the_prometheus_snippet_exports_what_the_app_answers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    host = run_block(ROOT_PYTHON[2], tmp_path, monkeypatch)["host"]
+    body = {**EXAMPLE_REQUEST, "account_id": "acct-1"}
+    assert (await post(host, "/phonefarm/runtime-snapshots/upsert", "key", body)).status_code == 200
+    transport = httpx.ASGITransport(app=host)
+    async with httpx.AsyncClient(transport=transport, base_url="http://host") as client:
+        scraped = await client.get("/metrics/")
+    assert scraped.status_code == 200
+    line = 'runtime_snapshot_mount_requests_total{outcome="applied",status="200"} 1.0'
+    assert line in scraped.text
+
+
+@pytest.mark.anyio
 async def test_the_tenant_accounts_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    app = run_block(ROOT_PYTHON[2], tmp_path, monkeypatch)["app"]
+    app = run_block(ROOT_PYTHON[3], tmp_path, monkeypatch)["app"]
     body = {**EXAMPLE_REQUEST, "account_id": "acct-1"}
     assert (await post(app, "/runtime-snapshots/upsert", "key-a", body)).status_code == 200
     assert (await post(app, "/runtime-snapshots/upsert", "key-b", body)).status_code == 404
 
 
 def test_the_conformance_kit_snippet_passes(tmp_path: Path) -> None:
-    (tmp_path / "test_my_store.py").write_text(ROOT_PYTHON[3], encoding="utf-8")
+    (tmp_path / "test_my_store.py").write_text(ROOT_PYTHON[4], encoding="utf-8")
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_my_store.py"],
         cwd=tmp_path,

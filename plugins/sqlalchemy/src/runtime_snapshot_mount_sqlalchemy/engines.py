@@ -9,6 +9,7 @@ worker thread, so a blocking driver never blocks the event loop.
 
 from __future__ import annotations
 
+import math
 import random
 import sqlite3
 from collections.abc import Awaitable, Callable
@@ -37,10 +38,30 @@ AnyEngine = AsyncEngine | Engine
 SQLITE_BUSY_TIMEOUT = 30.0
 POOL_SIZE = 20
 MAX_OVERFLOW = 0
-_MAX_DELAY = 0.5
+_MAX_DELAY = 0.25
 _SQLITE_BUSY, _SQLITE_LOCKED = 5, 6
-_MYSQL_TRANSIENT = frozenset({1205, 1213})  # lock wait timeout, deadlock
-_POSTGRES_TRANSIENT = frozenset({"40001", "40P01"})  # serialization failure, deadlock
+_MYSQL_TRANSIENT = frozenset(
+    {
+        1205,  # lock wait timeout
+        1213,  # deadlock
+        1053,  # server shutdown in progress
+        1927,  # connection was killed (MariaDB)
+        2002,  # can't connect through the socket
+        2003,  # can't connect to the server (refused, unreachable)
+        2006,  # server has gone away
+        2013,  # lost connection during query
+    }
+)
+_POSTGRES_TRANSIENT = frozenset(
+    {
+        "40001",  # serialization failure
+        "40P01",  # deadlock
+        "57P01",  # admin shutdown: the server is stopping (or the session was terminated)
+        "57P02",  # crash shutdown: another server process crashed
+        "57P03",  # cannot connect now: the server is starting up or shutting down
+    }
+)
+_POSTGRES_CONNECTION = "08"  # the class of connection exceptions (08000, 08003, 08006, ...)
 
 
 class LostRace(Exception):
@@ -123,18 +144,23 @@ class EngineRunner:
 
     def __init__(self, engine: AnyEngine) -> None:
         self.engine = engine
+        self._abandon_on_cancel = engine.dialect.name != "sqlite"
 
     async def run(self, work: Callable[[Connection], T]) -> T:
         """Check out a connection, call ``work(connection)``, return its result.
 
         On an async engine ``work`` runs on the event loop through ``run_sync``; on a sync
-        engine it runs in a worker thread.
+        engine it runs in a worker thread. Cancelled (by a retry deadline, say), a database
+        server's thread is left to finish by itself -- a blocking driver cannot be
+        interrupted, and a connect that hangs must not hold the caller -- while SQLite's is
+        waited for.
         """
         engine = self.engine
         if isinstance(engine, AsyncEngine):
             async with engine.connect() as connection:
                 return await connection.run_sync(work)
-        return await anyio.to_thread.run_sync(partial(_run_blocking, engine, work))
+        call = partial(_run_blocking, engine, work)
+        return await anyio.to_thread.run_sync(call, abandon_on_cancel=self._abandon_on_cancel)
 
     async def dispose(self) -> None:
         """Close the engine's pooled connections."""
@@ -153,41 +179,113 @@ def _run_blocking(engine: Engine, work: Callable[[Connection], T]) -> T:
 def is_transient(error: BaseException) -> bool:
     """True for failures that the same request may not meet again a moment later.
 
-    Deadlocks and lock-wait timeouts (MySQL 1213/1205), serialization failures and deadlocks
-    (PostgreSQL 40001/40P01), a busy or locked SQLite database, a lost insert race, and a
-    connection that dropped or was refused.
+    Contention: deadlocks and lock-wait timeouts (MySQL 1213/1205), serialization failures
+    and deadlocks (PostgreSQL 40001/40P01), a busy or locked SQLite database, a lost insert
+    race. And the database being away: a connection refused, reset, timed out or closed (any
+    :class:`OSError`, or one SQLAlchemy found invalidated), a PostgreSQL server shutting down,
+    crashed or starting up (57P01, 57P02, 57P03) or any connection exception (class 08), and
+    a MySQL/MariaDB server that cannot be reached or went away (2002, 2003, 2006, 2013),
+    killed the connection (1927) or is shutting down (1053).
+
+    ``error`` is a SQLAlchemy :class:`~sqlalchemy.exc.DBAPIError` wrapping the driver's
+    exception, or the driver's exception itself (asyncpg's, for one, when it is used
+    directly).
     """
-    if isinstance(error, LostRace | ConnectionError):
+    if isinstance(error, LostRace | OSError):  # OSError: refused, reset, timed out, ...
         return True
-    if not isinstance(error, exc.DBAPIError):
-        return False
-    if error.connection_invalidated:
+    if isinstance(error, exc.DBAPIError):
+        if error.connection_invalidated:
+            return True
+        return _is_transient_driver_error(error if error.orig is None else error.orig)
+    return _is_transient_driver_error(error)
+
+
+def _is_transient_driver_error(error: BaseException) -> bool:
+    """:func:`is_transient` for a driver's own exception."""
+    if isinstance(error, OSError):
         return True
-    original = error.orig
-    if getattr(original, "sqlstate", None) in _POSTGRES_TRANSIENT:
-        return True
-    if isinstance(original, sqlite3.OperationalError):
-        code = getattr(original, "sqlite_errorcode", None)
+    if isinstance(error, sqlite3.OperationalError):
+        code = getattr(error, "sqlite_errorcode", None)
         if code is not None:
             return code & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED)
-        return "locked" in str(original)
-    args: tuple[Any, ...] = getattr(original, "args", ())
-    return bool(args) and args[0] in _MYSQL_TRANSIENT
+        return "locked" in str(error)
+    args: tuple[Any, ...] = getattr(error, "args", ())
+    if args and type(args[0]) is int:  # MySQL's error code (pymysql, asyncmy)
+        return args[0] in _MYSQL_TRANSIENT
+    sqlstate = getattr(error, "sqlstate", None)
+    if isinstance(sqlstate, str):  # PostgreSQL's (psycopg, asyncpg, SQLAlchemy's asyncpg)
+        return sqlstate in _POSTGRES_TRANSIENT or sqlstate.startswith(_POSTGRES_CONNECTION)
+    if hasattr(error, "sqlstate") and _is_operational(error):  # psycopg's, sent by no server:
+        return True  # libpq's own, on a connection that failed (refused, unreachable) or was lost
+    # asyncpg's InterfaceError on a connection that the server closed carries no SQLSTATE;
+    # SQLAlchemy's asyncpg dialect recognises it by the same words.
+    return "asyncpg" in type(error).__module__ and "connection is closed" in str(error)
+
+
+def _is_operational(error: BaseException) -> bool:
+    """An ``OperationalError`` of the driver's own (PEP 249's name for failures such as a
+    connection lost)."""
+    return any(kind.__name__ == "OperationalError" for kind in type(error).__mro__)
 
 
 async def retry_transient(
-    attempt: Callable[[], Awaitable[T]], attempts: int, base_delay: float = 0.01
+    attempt: Callable[[], Awaitable[T]],
+    attempts: int | None = None,
+    base_delay: float = 0.01,
+    *,
+    deadline: float | None = None,
 ) -> T:
-    """Await ``attempt()``; retry transient failures up to ``attempts`` tries in all.
+    """Await ``attempt()``; retry its transient failures (:func:`is_transient`) with backoff.
 
-    Waits a random time of up to ``base_delay * 2**n`` (at most half a second) before the
-    n-th retry; the last failure is raised.
+    Stops at ``attempts`` tries in all, or once ``deadline`` seconds have passed since the
+    first failure, whichever comes first (at least one of the two must be given), and raises
+    the last failure. The deadline bounds everything after that failure: the waits and the
+    retries, a connect that hangs or a wait for a pooled connection included -- a retry still
+    running at the deadline is cancelled (its transaction rolled back, never committed by it)
+    and :class:`TimeoutError` raised from the last failure. The first attempt is not cut: a
+    database that answers slowly under load (lock waits, a busy pool) is not failing, and
+    runs under the pool's and the driver's own timeouts.
+
+    Waits a random time of up to ``base_delay * 2**n`` (at most a quarter of a second, and
+    never past the deadline) before the n-th retry.
     """
-    for number in range(1, attempts):
+    if attempts is None and deadline is None:
+        raise ValueError("retry_transient needs attempts, a deadline, or both")
+    if attempts is not None and attempts < 1:
+        raise ValueError("attempts must be at least 1")
+    try:
+        return await attempt()
+    except Exception as error:
+        if not is_transient(error) or attempts == 1:
+            raise
+        failures = [error]
+    end = math.inf if deadline is None else anyio.current_time() + deadline
+    if deadline is None:
+        return await _retry(attempt, attempts, base_delay, end, failures)
+    with anyio.CancelScope(deadline=end):
+        return await _retry(attempt, attempts, base_delay, end, failures)
+    raise TimeoutError(f"the database did not answer within {deadline:g} s") from failures[-1]
+
+
+async def _retry(
+    attempt: Callable[[], Awaitable[T]],
+    attempts: int | None,
+    base_delay: float,
+    deadline: float,
+    failures: list[Exception],
+) -> T:
+    """The retries of :func:`retry_transient` after a first failure; ``deadline`` is on
+    anyio's clock; ``failures`` holds the last failure."""
+    number = 1
+    while True:
+        delay = random.uniform(0, min(base_delay * 2**number, _MAX_DELAY))
+        await anyio.sleep(min(delay, max(0.0, deadline - anyio.current_time())))
+        number += 1
         try:
             return await attempt()
         except Exception as error:
-            if not is_transient(error):
+            if not is_transient(error) or number == attempts:
                 raise
-        await anyio.sleep(random.uniform(0, min(base_delay * 2**number, _MAX_DELAY)))
-    return await attempt()
+            failures[:] = [error]
+            if anyio.current_time() >= deadline:
+                raise

@@ -22,9 +22,10 @@ from .schema import DEFAULT_TABLE_NAME, check_table, snapshot_from_row, snapshot
 from .sqlite_writer import SQLiteWriter, writer_for_url
 from .upserts import UPSERTS, Upsert, UpsertName, choose_upsert, select_current
 
-__all__ = ["DEFAULT_ATTEMPTS", "SQLAlchemyStore"]
+__all__ = ["DEFAULT_ATTEMPTS", "DEFAULT_RETRY_DEADLINE", "SQLAlchemyStore"]
 
 DEFAULT_ATTEMPTS = 5
+DEFAULT_RETRY_DEADLINE = 2.0
 T = TypeVar("T")
 
 
@@ -38,9 +39,14 @@ class SQLAlchemyStore:
     it the store defines ``table_name`` on a ``MetaData`` of its own. Nothing connects until
     the first call, and tables are only created by :meth:`store_create_tables`.
 
-    Each upsert is atomic against every writer sharing the database; deadlocks, lock
-    timeouts, serialization failures, a busy SQLite file and dropped connections are retried,
-    ``attempts`` tries in all, and then raised (the app answers 500).
+    Each upsert is atomic against every writer sharing the database. Transient failures
+    (see :func:`~runtime_snapshot_mount_sqlalchemy.is_transient`: deadlocks, serialization
+    failures, a server restarting, refused or dropped connections) are retried with backoff.
+    On a database server a call that failed retries until ``retry_deadline`` seconds (2) have
+    passed since that failure -- a retry's connect or wait for a pooled connection is cut off
+    then -- and raises (the app answers 500); with ``retry_deadline=None`` it makes
+    ``attempts`` tries instead. On SQLite, whose writers already wait for one another (the
+    busy timeout), a call makes ``attempts`` tries in all.
 
     ``upsert`` names the statement (see :data:`~runtime_snapshot_mount_sqlalchemy.upserts.
     UPSERTS`): ``"auto"`` picks the dialect's own; ``"locking"`` (``SELECT ... FOR UPDATE``,
@@ -71,11 +77,14 @@ class SQLAlchemyStore:
         attempts: int = DEFAULT_ATTEMPTS,
         upsert: UpsertName = "auto",
         writer: SQLiteWriter | None = None,
+        retry_deadline: float | None = DEFAULT_RETRY_DEADLINE,
     ) -> None:
         if attempts < 1:
             raise ValueError("attempts must be at least 1")
         if upsert not in UPSERTS:
             raise ValueError(f"upsert must be one of {', '.join(UPSERTS)}, not {upsert!r}")
+        if retry_deadline is not None and not retry_deadline > 0:  # NaN too
+            raise ValueError("retry_deadline must be a positive number of seconds, or None")
         self.table = (
             check_table(table) if table is not None else snapshot_table(MetaData(), table_name)
         )
@@ -87,6 +96,9 @@ class SQLAlchemyStore:
         self.engine = create_store_engine(engine) if isinstance(engine, str | URL) else engine
         self.attempts = attempts
         self.upsert = upsert
+        sqlite = self.engine.dialect.name == "sqlite"
+        self.retry_deadline = None if sqlite else retry_deadline
+        self._attempts = attempts if self.retry_deadline is None else None
         self._runner = EngineRunner(self.engine)
         self._select = select_current(self.table)
         self._upsert: Upsert | None = None
@@ -94,7 +106,6 @@ class SQLAlchemyStore:
         # thread lock around the transaction in the worker threads of a sync engine, a task
         # lock for an async one) rather than in SQLite's busy handler, which polls with
         # sleeps of up to 100 ms; writers in other processes still meet the busy timeout.
-        sqlite = self.engine.dialect.name == "sqlite"
         asynchronous = isinstance(self.engine, AsyncEngine)
         self._writing_task = anyio.Lock() if sqlite and asynchronous else None
         self._writing_thread: AbstractContextManager[Any] = (
@@ -114,22 +125,25 @@ class SQLAlchemyStore:
     async def store_upsert(self, snapshot: Snapshot) -> UpsertResult:
         """Apply ``snapshot`` unless a later one is stored, atomically (see ``upserts``)."""
         if self.writer is not None:
-            return await retry_transient(partial(self.writer.upsert, snapshot), self.attempts)
+            return await retry_transient(partial(self.writer.upsert, snapshot), self._attempts)
         if self.asyncpg is not None:
-            return await retry_transient(partial(self.asyncpg.upsert, snapshot), self.attempts)
+            upsert = partial(self.asyncpg.upsert, snapshot)
+            return await retry_transient(upsert, self._attempts, deadline=self.retry_deadline)
         work = partial(self._upsert_on, snapshot)
         attempt = partial(self._runner.run, work)
         if self._writing_task is not None:
             attempt = partial(_in_turn, self._writing_task, attempt)
-        return await retry_transient(attempt, self.attempts)
+        return await retry_transient(attempt, self._attempts, deadline=self.retry_deadline)
 
     @hookimpl
     async def store_get(self, account_id: str) -> Snapshot | None:
         """The snapshot stored for ``account_id``, or ``None``."""
         if self.asyncpg is not None:
-            return await retry_transient(partial(self.asyncpg.get, account_id), self.attempts)
+            read = partial(self.asyncpg.get, account_id)
+            return await retry_transient(read, self._attempts, deadline=self.retry_deadline)
         work = partial(self._read_on, account_id)
-        return await retry_transient(partial(self._runner.run, work), self.attempts)
+        attempt = partial(self._runner.run, work)
+        return await retry_transient(attempt, self._attempts, deadline=self.retry_deadline)
 
     @hookimpl
     async def store_create_tables(self) -> None:
