@@ -32,6 +32,7 @@ Every failure says what was expected and what was found.
 
 from __future__ import annotations
 
+import hashlib
 import random
 import reprlib
 import uuid
@@ -516,14 +517,18 @@ class StoreContract:
         await self._round_trip(plugins, snapshot, "every text one character long")
 
     @pytest.mark.anyio
-    async def test_one_character_account_id_round_trips(self, plugins: Plugins) -> None:
-        # Not a fresh id, so it is written at the greatest freshness there is: applied whatever
-        # an earlier run left under it (equal freshness is a replay).
-        account_id = "é"
+    async def test_one_character_account_id_round_trips(
+        self, plugins: Plugins, request: pytest.FixtureRequest
+    ) -> None:
+        # A one-character id cannot be fresh: it is a private-use character picked by the
+        # test's id (so other tests on the same storage use others), written at the greatest
+        # freshness there is, so that it is applied whatever an earlier run left under it.
+        digest = hashlib.sha256(request.node.nodeid.encode()).digest()
+        account_id = chr(0x100000 + int.from_bytes(digest[:4], "big") % 0xFFFE)
         snapshot = make_snapshot(
             account_id, MAX_VERSION, "9999-12-31T23:59:59.999999Z", snapshot_id=new_account_id()
         )
-        await self._round_trip(plugins, snapshot, "a one-character account id")
+        await self._round_trip(plugins, snapshot, f"the one-character account id {account_id!r}")
 
     @pytest.mark.anyio
     async def test_every_unicode_plane_round_trips_in_every_text_field(
@@ -925,6 +930,50 @@ class StoreContract:
             "version 5 via `store` after version 6 via `another_store`",
         )
         _check_snapshot(await plugins.store_get(account_id), newer, "store_get via `store`")
+
+    @pytest.mark.anyio
+    async def test_another_instance_reads_and_compares_instants_as_written(
+        self, plugins: Plugins, other_plugins: Plugins
+    ) -> None:
+        for text in (
+            "0001-01-01T00:00:00Z",
+            "0001-01-01T00:00:00.000001Z",
+            "1969-12-31T23:59:59.999999Z",
+            BASE_TIME,
+            "9999-12-31T23:59:59.999998Z",
+            "9999-12-31T23:59:59.999999Z",
+        ):
+            account_id = new_account_id()
+            written = make_snapshot(account_id, 3, text, snapshot_id="written-via-store")
+            _check_result(await plugins.store_upsert(written), True, written, f"{text} via `store`")
+            _check_snapshot(
+                await other_plugins.store_get(account_id),
+                written,
+                f"{text} written via `store`, read via `another_store`",
+            )
+            replay = make_snapshot(account_id, 3, text, snapshot_id="replayed-via-another")
+            _check_result(
+                await other_plugins.store_upsert(replay),
+                True,
+                replay,
+                f"{text} via `another_store` after the same instant via `store`: a replay",
+            )
+            again = make_snapshot(account_id, 3, text, snapshot_id="again-via-store")
+            _check_result(
+                await plugins.store_upsert(again),
+                True,
+                again,
+                f"{text} via `store` after the same instant via `another_store`: a replay",
+            )
+            if text.startswith("0001-01-01T00:00:00Z"):
+                continue
+            earlier = format_instant(parse_instant(text) - timedelta(microseconds=1))
+            _check_result(
+                await other_plugins.store_upsert(make_snapshot(account_id, 3, earlier)),
+                False,
+                again,
+                f"{earlier} via `another_store` after {text} via `store`",
+            )
 
     @pytest.mark.anyio
     async def test_racing_writers_over_two_instances_never_lose_the_greater_snapshot(
