@@ -31,7 +31,7 @@ class StorePlugin(Protocol):
         """Apply ``snapshot`` unless it is stale, atomically; raising means nothing was written."""
         ...
 
-    def store_get(self, account_id: str) -> Snapshot | None | Awaitable[Snapshot | None]:
+    def store_get(self, account_id: str) -> Snapshot | Awaitable[Snapshot | None] | None:
         """The snapshot stored for ``account_id``, or ``None``."""
         ...
 
@@ -40,11 +40,11 @@ class StorePlugin(Protocol):
 class ManagedStorePlugin(StorePlugin, Protocol):
     """A store that also creates its storage and releases its connections."""
 
-    def store_create_tables(self) -> None | Awaitable[None]:
+    def store_create_tables(self) -> Awaitable[None] | None:
         """Create the storage if it is missing; a no-op otherwise (never wipes anything)."""
         ...
 
-    def store_close(self) -> None | Awaitable[None]:
+    def store_close(self) -> Awaitable[None] | None:
         """Release connections, files and threads the store holds."""
         ...
 
@@ -57,6 +57,6 @@ class StoreOpener(Protocol):
     installing it never adds a store to every app.
     """
 
-    def store_from_url(self, url: str) -> StorePlugin | None | Awaitable[StorePlugin | None]:
+    def store_from_url(self, url: str) -> StorePlugin | Awaitable[StorePlugin | None] | None:
         """A store for ``url``, not connected yet; ``None`` (never an exception) otherwise."""
         ...

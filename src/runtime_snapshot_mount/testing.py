@@ -458,7 +458,13 @@ class StoreContract:
     async def test_empty_values_are_kept_distinct_from_null(
         self, plugins: Plugins, empty: dict[str, Any]
     ) -> None:
-        personality = {"": "", "empty list": [], "empty object": {}, "null": None, "list": [""]}
+        personality: dict[str, Any] = {
+            "": "",
+            "empty list": [],
+            "empty object": {},
+            "null": None,
+            "list": [""],
+        }
         snapshot = make_snapshot(new_account_id(), personality=personality, **empty)
         await self._round_trip(plugins, snapshot, "empty strings and lists (not null)")
 

@@ -51,9 +51,7 @@ class TestSQLAlchemyStore(StoreContract):
         await dispose(engine)
 
     @pytest.fixture
-    async def another_store(
-        self, database: Database, mode: str
-    ) -> AsyncIterator[SQLAlchemyStore]:
+    async def another_store(self, database: Database, mode: str) -> AsyncIterator[SQLAlchemyStore]:
         engine = database.engine(OTHER_MODE[mode])
         yield SQLAlchemyStore(engine, table=database.table)
         await dispose(engine)
