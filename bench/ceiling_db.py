@@ -1,15 +1,16 @@
-"""Target (e), the database ceiling: a bare Starlette route that runs the conditional upsert
-through asyncpg directly: one pool, one round trip per request (the pool does not reset
-connections it takes back).
+"""The PostgreSQL ceiling: a bare Starlette route that runs the conditional upsert through
+asyncpg directly: one pool, one round trip per request (the pool does not reset connections
+it takes back). Served on the best stack by ``ceiling_server.py``.
 
 It reads the body, parses it as JSON, converts the two values PostgreSQL needs typed (the
 instant, and JSON for the personality and the skills), runs
 
     INSERT ... ON CONFLICT (account_id) DO UPDATE SET ... WHERE <stored is not later> RETURNING
 
-and answers the same-shaped JSON as an applied upsert. No authentication, no validation, no
-account check, no SQLAlchemy: what one PostgreSQL round trip per request costs on this server.
-The table has the SQLAlchemy plugin's shape (see ``create_table_sql``).
+and answers SPEC's body for the outcome (a returned row: applied; none: ignored, the stored
+snapshot is later). No authentication, no validation, no account check, no SQLAlchemy: what
+one PostgreSQL round trip per request costs on this server. bench/run.py creates the table
+through the SQLAlchemy plugin, so it has the plugin's shape.
 """
 
 from __future__ import annotations
@@ -21,31 +22,11 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
-from runtime_snapshot_mount_sqlalchemy.schema import COLUMNS  # the plugin's own table shape
+from ceiling_server import COLUMNS, UPSERT_PATH, answer
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
-
-UPSERT_PATH = "/runtime-snapshots/upsert"
-
-
-def create_table_sql(table: str) -> str:
-    """The table, in the SQLAlchemy plugin's shape on PostgreSQL."""
-    return f"""
-        CREATE TABLE IF NOT EXISTS {table} (
-            account_id VARCHAR(255) NOT NULL PRIMARY KEY,
-            ugc_account_id VARCHAR(255) NOT NULL,
-            snapshot_id VARCHAR(255) NOT NULL,
-            strategy_version BIGINT NOT NULL,
-            content_hash VARCHAR(255) NOT NULL,
-            strategy_synced_at TIMESTAMP WITH TIME ZONE NOT NULL,
-            stage TEXT,
-            active_action TEXT,
-            active_skills JSONB,
-            personality JSONB NOT NULL
-        )
-    """
 
 
 def upsert_sql(table: str) -> str:
@@ -101,14 +82,6 @@ def create_app(dsn: str, table: str, pool_size: int) -> Starlette:
                 None if skills is None else json.dumps(skills),
                 json.dumps(body["personality"]),
             )
-        return JSONResponse(
-            {
-                "status": "upserted" if row is not None else "ignored_stale",
-                "account_id": body["account_id"],
-                "snapshot_id": body["snapshot_id"],
-                "strategy_version": body["strategy_version"],
-                "strategy_synced_at": body["strategy_synced_at"],
-            }
-        )
+        return answer(body, applied=row is not None)
 
     return Starlette(routes=[Route(UPSERT_PATH, upsert, methods=["POST"])], lifespan=lifespan)

@@ -1,9 +1,11 @@
-"""Benchmark POST /runtime-snapshots/upsert against its ceilings, on loopback, in one command.
+"""Benchmark the product as shipped against its ceilings, on loopback, in one command.
 
-    .venv/bin/python bench/run.py                      # 5 rounds x 10 s per target (15-25 min)
-    .venv/bin/python bench/run.py --duration 3 --rounds 1 --no-profile   # a quick look
+    .venv/bin/python bench/run.py                      # 5 rounds x 10 s per target
+    .venv/bin/python bench/run.py --rounds 1 --duration 2 --warmup 1 --no-profile   # a look
 
-See bench/README.md for what each figure means. Not part of the test run.
+The product is the ``runtime-snapshot-mount serve`` command next to this Python (the
+README's set-up), with its default options; the ceilings run on the best stack, from
+bench/.venv (see bench/README.md). Not part of the test run.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import http.client
 import importlib.metadata
 import importlib.util
 import json
+import logging
 import os
 import platform
 import resource
@@ -28,6 +31,7 @@ import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,25 +39,107 @@ from typing import Any
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from serve import TOKEN, account_ids  # noqa: E402
-
 PATH = "/runtime-snapshots/upsert"
+TOKEN = "bench-token"
 TICKS = os.sysconf("SC_CLK_TCK")
 VERSION_STEP = 10**9  # each wrk run's versions start this far above the previous run's
+SEED_VERSION = 2**62  # the stale load's stored versions: above every version wrk sends
+SQLITE_FILE = "runtime-snapshots.db"  # the product's default store's file name
+CEILING_SQLITE_FILE = "ceiling-sqlite.db"
+DB_SUFFIXES = ("", "-wal", "-shm", "-journal")
+POSTGRES_PROCESSES = frozenset({"postgres"})
+MARIADB_PROCESSES = frozenset({"mariadbd", "mysqld"})
 
-TARGETS: dict[str, str] = {
-    "ceiling-http": "(a) HTTP ceiling: bare Starlette route, json.loads, same-shaped JSON",
-    "memory": "(b) product on memory://",
-    "sqlite": "(c) product on SQLite (file, aiosqlite)",
-    "postgres": "(d) product on PostgreSQL (asyncpg)",
-    "ceiling-db": "(e) DB ceiling: bare Starlette route, one asyncpg round trip",
-    "postgres-fixed": "(d') product on PostgreSQL, host engine with the ceiling's fixed pool",
-    "sqlite@64": "(c@64) product on SQLite, 64 connections",
-    "wrk-check": "wrk check: same wrk + Lua against a trivial uvloop responder",
-}
-DEFAULT_ORDER = list(TARGETS)
 
-PACKAGES = [
+@dataclass(frozen=True)
+class Target:
+    """One thing to measure: a server, the load it gets, and how many connections."""
+
+    name: str
+    what: str
+    kind: str  # "product", "ceiling" or "check"
+    store: str  # "memory", "sqlite", "postgres", "mariadb"; "http" (ceiling); "" (check)
+    load: str = "applied"  # or "stale"
+    many: bool = False  # --sqlite-connections instead of --connections
+    workers: int = 1
+    no_access_log: bool = False
+
+
+TARGETS = [
+    Target(
+        "ceiling-http", "HTTP ceiling: bare Starlette route, json.loads, answer", "ceiling", "http"
+    ),
+    Target("memory", "serve --store memory://", "product", "memory"),
+    Target(
+        "memory-stale", "serve --store memory://, every request stale", "product", "memory", "stale"
+    ),
+    Target(
+        "memory-nolog",
+        "serve --store memory:// --no-access-log",
+        "product",
+        "memory",
+        no_access_log=True,
+    ),
+    Target("sqlite", "serve --store sqlite:///<tmp>/runtime-snapshots.db", "product", "sqlite"),
+    Target("sqlite-stale", "the same, every request stale", "product", "sqlite", "stale"),
+    Target("sqlite@64", "the same, applied, 64 connections", "product", "sqlite", many=True),
+    Target(
+        "ceiling-sqlite",
+        "SQLite ceiling: stdlib sqlite3, one upsert + COMMIT per request",
+        "ceiling",
+        "sqlite",
+    ),
+    Target("ceiling-sqlite-stale", "the same, every request stale", "ceiling", "sqlite", "stale"),
+    Target("postgres", "serve --store postgresql+asyncpg://...", "product", "postgres"),
+    Target("postgres-stale", "the same, every request stale", "product", "postgres", "stale"),
+    Target(
+        "ceiling-pg",
+        "PostgreSQL ceiling: one asyncpg round trip per request",
+        "ceiling",
+        "postgres",
+    ),
+    Target("ceiling-pg-stale", "the same, every request stale", "ceiling", "postgres", "stale"),
+    Target(
+        "postgres-w2",
+        "serve --store postgresql+asyncpg://... --workers 2 (NOT pinned)",
+        "product",
+        "postgres",
+        workers=2,
+    ),
+    Target("mariadb", "serve --store mysql+asyncmy://...", "product", "mariadb"),
+    Target("mariadb-stale", "the same, every request stale", "product", "mariadb", "stale"),
+    Target(
+        "ceiling-mariadb",
+        "MariaDB ceiling: one raw asyncmy round trip per request",
+        "ceiling",
+        "mariadb",
+    ),
+    Target("ceiling-mariadb-stale", "the same, every request stale", "ceiling", "mariadb", "stale"),
+    Target("wrk-check", "the same wrk + Lua against a trivial uvloop responder", "check", ""),
+]
+BY_NAME = {t.name: t for t in TARGETS}
+
+# (label, top, bottom, goal): the issue's targets; a ratio of two medians of req/s
+GOALS = [
+    ("memory, applied, default options / HTTP ceiling", "memory", "ceiling-http", 0.85),
+    ("memory, stale, default options / HTTP ceiling", "memory-stale", "ceiling-http", 0.85),
+    ("memory, applied, --no-access-log / HTTP ceiling", "memory-nolog", "ceiling-http", 0.90),
+    ("PostgreSQL, applied / asyncpg ceiling, applied", "postgres", "ceiling-pg", 0.90),
+    ("PostgreSQL, stale / asyncpg ceiling, stale", "postgres-stale", "ceiling-pg-stale", 0.85),
+    ("SQLite default store, applied / per-request-commit ceiling", "sqlite", "ceiling-sqlite", 2.0),
+]
+REPORTED = [
+    ("SQLite default store, stale / SQLite ceiling, stale", "sqlite-stale", "ceiling-sqlite-stale"),
+    ("MariaDB, applied / asyncmy ceiling, applied", "mariadb", "ceiling-mariadb"),
+    ("MariaDB, stale / asyncmy ceiling, stale", "mariadb-stale", "ceiling-mariadb-stale"),
+    (
+        "PostgreSQL --workers 2, all cores / asyncpg ceiling, applied, core 0",
+        "postgres-w2",
+        "ceiling-pg",
+    ),
+]
+
+PRODUCT_PACKAGES = [
     "runtime-snapshot-mount",
     "runtime-snapshot-mount-sqlalchemy",
     "starlette",
@@ -65,9 +151,9 @@ PACKAGES = [
     "httptools",
     "SQLAlchemy",
     "asyncpg",
-    "aiosqlite",
-    "py-spy",
+    "asyncmy",
 ]
+CEILING_PACKAGES = ["starlette", "uvicorn", "uvloop", "httptools", "asyncpg", "asyncmy", "py-spy"]
 
 # ---------------------------------------------------------------- output
 
@@ -96,15 +182,20 @@ def log(text: str) -> None:
 _children: list[subprocess.Popen[bytes]] = []
 
 
-def start(command: list[str], log_path: str) -> subprocess.Popen[bytes]:
-    """Start a child in its own session (so it and its children can be stopped together)."""
-    with open(log_path, "ab") as log_file:
+def start(
+    command: list[str], log_path: str, env: dict[str, str] | None = None, cwd: str | None = None
+) -> subprocess.Popen[bytes]:
+    """Start a child in its own session (so it and its children can be stopped together);
+    its output goes to ``log_path``, which is started afresh."""
+    with open(log_path, "wb") as log_file:
         process = subprocess.Popen(
             command,
             stdout=log_file,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            env=env,
+            cwd=cwd,
         )
     _children.append(process)
     return process
@@ -157,12 +248,6 @@ def _stat(pid: int | str) -> list[str]:
         return []
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (all its threads) so far."""
-    fields = _stat(pid)
-    return (int(fields[11]) + int(fields[12])) / TICKS if fields else 0.0
-
-
 def _comm(pid: int | str) -> str:
     try:
         with open(f"/proc/{pid}/comm") as comm:
@@ -171,19 +256,42 @@ def _comm(pid: int | str) -> str:
         return ""
 
 
-def postgres_cpu_seconds() -> float:
-    """CPU time so far of PostgreSQL: every live process named postgres, plus what each
-    postmaster's exited children used (its cutime + cstime), so that backends that start or
-    end between two readings are counted too."""
-    total = 0.0
+def _processes() -> Iterator[tuple[int, list[str]]]:
     for entry in os.listdir("/proc"):
-        if not entry.isdigit() or _comm(entry) != "postgres":
-            continue
-        fields = _stat(entry)
-        if not fields:
+        if entry.isdigit():
+            fields = _stat(entry)
+            if fields:
+                yield int(entry), fields
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU time so far of a process and its live descendants (all threads):
+    with ``--workers 2`` the worker processes are children of the supervisor."""
+    parents = {child: int(fields[1]) for child, fields in _processes()}
+    tree = {pid}
+    grew = True
+    while grew:
+        more = {child for child, parent in parents.items() if parent in tree} - tree
+        grew = bool(more)
+        tree |= more
+    total = 0.0
+    for member in tree:
+        fields = _stat(member)
+        if fields:
+            total += (int(fields[11]) + int(fields[12])) / TICKS
+    return total
+
+
+def db_cpu_seconds(names: frozenset[str]) -> float:
+    """CPU time so far of a database server: every live process with one of ``names``, plus
+    what each top one's exited children used (its cutime + cstime), so that PostgreSQL
+    backends that start or end between two readings are counted too."""
+    total = 0.0
+    for pid, fields in _processes():
+        if _comm(pid) not in names:
             continue
         total += (int(fields[11]) + int(fields[12])) / TICKS
-        if _comm(fields[1]) != "postgres":  # a postmaster: add its reaped children
+        if _comm(fields[1]) not in names:  # a postmaster: add its reaped children
             total += (int(fields[13]) + int(fields[14])) / TICKS
     return total
 
@@ -208,15 +316,41 @@ def wait_for_quiet(limit: float, max_wait: float) -> float:
             return busy
 
 
+def tail(path: str, lines: int = 15) -> str:
+    try:
+        with open(path, errors="replace") as f:
+            return " | ".join(f.read().splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+# ---------------------------------------------------------------- requests
+
 EXAMPLE_REQUEST = json.loads(
     (Path(__file__).resolve().parent.parent / "examples" / "example-request.json").read_text()
 )
+
+
+def account_ids(count: int) -> list[str]:
+    """The benchmark's accounts: the ids that bench/upsert.lua sends."""
+    return [f"account_user{i:09d}" for i in range(count)]
 
 
 def example_body(account: str, version: int) -> bytes:
     """The API page's example request for ``account`` at ``version``."""
     body = {**EXAMPLE_REQUEST, "account_id": account, "strategy_version": version}
     return json.dumps(body).encode()
+
+
+def post(connection: http.client.HTTPConnection, body: bytes) -> tuple[int, bytes]:
+    connection.request(
+        "POST",
+        PATH,
+        body=body,
+        headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+    )
+    response = connection.getresponse()
+    return response.status, response.read()
 
 
 def wait_ready(process: subprocess.Popen[bytes], port: int, log_path: str, timeout: float) -> None:
@@ -233,31 +367,36 @@ def wait_ready(process: subprocess.Popen[bytes], port: int, log_path: str, timeo
                 reason = f"server not listening after {timeout} s: {tail(log_path)}"
                 raise RuntimeError(reason) from error
             time.sleep(0.05)
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
-        connection.request(
-            "POST",
-            PATH,
-            body=example_body(account_ids(1)[0], 1),
-            headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
-        )
-        response = connection.getresponse()
-        answer = response.read()
+        status, answer = post(connection, example_body(account_ids(1)[0], 1))
     finally:
         connection.close()
-    if response.status != 200:
-        raise RuntimeError(f"sanity upsert answered {response.status}: {answer[:300]!r}")
+    if status != 200:
+        raise RuntimeError(f"sanity upsert answered {status}: {answer[:300]!r} {tail(log_path)}")
 
 
-def tail(path: str, lines: int = 15) -> str:
-    try:
-        with open(path, errors="replace") as f:
-            return " | ".join(f.read().splitlines()[-lines:])
-    except OSError:
-        return ""
+def seed(port: int, accounts: int, threads: int = 8) -> int:
+    """Store every account's snapshot at ``SEED_VERSION`` (each answered ``upserted``), so
+    that every request of the stale load, whose versions are all lower, is ignored."""
+    ids = account_ids(accounts)
+
+    def store(first: int) -> int:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        try:
+            for account in ids[first::threads]:
+                status, answer = post(connection, example_body(account, SEED_VERSION))
+                if status != 200 or b'"upserted"' not in answer:
+                    raise RuntimeError(f"seeding {account} answered {status}: {answer[:200]!r}")
+        finally:
+            connection.close()
+        return len(ids[first::threads])
+
+    with ThreadPoolExecutor(threads) as pool:
+        return sum(pool.map(store, range(threads)))
 
 
-# ---------------------------------------------------------------- PostgreSQL
+# ---------------------------------------------------------------- databases
 
 
 def libpq_dsn(url: str) -> str:
@@ -266,19 +405,23 @@ def libpq_dsn(url: str) -> str:
     return "postgresql://" + rest
 
 
-async def _pg(dsn: str, *statements: str) -> None:
+def with_table(url: str, table: str) -> str:
+    """A store URL that names the bench-owned table (the plugin's ``?table=``)."""
+    return f"{url}{'&' if '?' in url else '?'}table={table}"
+
+
+async def _pg(dsn: str, statements: tuple[str, ...]) -> list[Any]:
     import asyncpg
 
     connection = await asyncpg.connect(dsn, timeout=10)
     try:
-        for statement in statements:
-            await connection.execute(statement)
+        return [await connection.fetch(statement) for statement in statements]
     finally:
         await connection.close()
 
 
-def pg_execute(dsn: str, *statements: str) -> None:
-    asyncio.run(_pg(dsn, *statements))
+def pg_execute(dsn: str, *statements: str) -> list[Any]:
+    return asyncio.run(_pg(dsn, statements))
 
 
 def pg_counters(dsn: str) -> tuple[int, int]:
@@ -286,55 +429,60 @@ def pg_counters(dsn: str) -> tuple[int, int]:
     14+) and transactions ever ended in it (committed or rolled back; every statement run
     outside a transaction is one), not counting the session that asks nor its one query;
     (-1, -1) when unknown."""
-
-    async def counters() -> tuple[int, int]:
-        import asyncpg
-
-        connection = await asyncpg.connect(dsn, timeout=10)
-        try:
-            row = await connection.fetchrow(
-                "SELECT sessions, xact_commit + xact_rollback AS transactions"
-                " FROM pg_stat_database WHERE datname = current_database()"
-            )
-            return int(row["sessions"]) - 1, int(row["transactions"])
-        finally:
-            await connection.close()
-
     try:
-        return asyncio.run(counters())
+        [rows] = pg_execute(
+            dsn,
+            "SELECT sessions, xact_commit + xact_rollback AS transactions"
+            " FROM pg_stat_database WHERE datname = current_database()",
+        )
+        return int(rows[0]["sessions"]) - 1, int(rows[0]["transactions"])
     except Exception:
         return -1, -1
 
 
-def pg_server_version(dsn: str) -> str:
-    async def version() -> str:
-        import asyncpg
+async def _mysql(url: str, statements: tuple[str, ...]) -> list[Any]:
+    import asyncmy
+    from ceiling_mariadb import connect_options
 
-        connection = await asyncpg.connect(dsn, timeout=10)
-        try:
-            return str(await connection.fetchval("SHOW server_version"))
-        finally:
-            await connection.close()
+    logging.getLogger("asyncmy").setLevel(logging.ERROR)  # "Unknown table" notes of DROP
+    connection = await asyncmy.connect(autocommit=True, **connect_options(url))
+    try:
+        results = []
+        async with connection.cursor() as cursor:
+            for statement in statements:
+                await cursor.execute(statement)
+                results.append(await cursor.fetchall())
+        return results
+    finally:
+        await connection.ensure_closed()
 
-    return asyncio.run(version())
+
+def mysql_execute(url: str, *statements: str) -> list[Any]:
+    return asyncio.run(_mysql(url, statements))
+
+
+def mysql_questions(url: str) -> int:
+    """Statements the MariaDB server has been sent so far by all its clients (``Questions``,
+    less this session's own); -1 when unknown."""
+    try:
+        [rows] = mysql_execute(url, "SHOW GLOBAL STATUS LIKE 'Questions'")
+        return int(rows[0][1]) - 1
+    except Exception:
+        return -1
 
 
 def plugin_importable() -> bool:
-    try:
-        from runtime_snapshot_mount_sqlalchemy import SQLAlchemyStore  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return importlib.util.find_spec("runtime_snapshot_mount_sqlalchemy") is not None
 
 
 def create_plugin_table(url: str, table: str) -> None:
     """Create ``table`` exactly as the SQLAlchemy plugin creates its own (same shape)."""
-    from serve import sqlalchemy_store
+    from runtime_snapshot_mount_sqlalchemy import SQLAlchemyStore
+
+    from runtime_snapshot_mount import Plugins
 
     async def create() -> None:
-        from runtime_snapshot_mount import Plugins
-
-        plugins = Plugins([sqlalchemy_store(url, table)], entry_points=False)
+        plugins = Plugins([SQLAlchemyStore(url, table_name=table)], entry_points=False)
         try:
             await plugins.store_create_tables()
         finally:
@@ -343,18 +491,18 @@ def create_plugin_table(url: str, table: str) -> None:
     asyncio.run(create())
 
 
-def plugin_pool_size(url: str) -> int | None:
-    """How many connections the plugin's engine can hold at once (pool_size + max_overflow)."""
-    from serve import sqlalchemy_store
-
-    store = sqlalchemy_store(url, None)
-    engine = getattr(store, "engine", None) or getattr(store, "_engine", None)
-    pool = getattr(getattr(engine, "sync_engine", engine), "pool", None)
-    size = getattr(pool, "size", None)
-    overflow = getattr(pool, "_max_overflow", None)
-    if callable(size) and isinstance(overflow, int):
-        return int(size()) + max(overflow, 0)
-    return None
+def plugin_pool_size() -> int:
+    """How many connections the plugin's engine holds at most (its documented fixed pool
+    plus overflow); 20 if the plugin does not say."""
+    try:
+        from runtime_snapshot_mount_sqlalchemy import engines
+    except ImportError:
+        return 20
+    size = getattr(engines, "POOL_SIZE", None)
+    overflow = getattr(engines, "MAX_OVERFLOW", 0)
+    if isinstance(size, int) and isinstance(overflow, int):
+        return size + max(overflow, 0)
+    return 20
 
 
 # ---------------------------------------------------------------- runs
@@ -367,22 +515,22 @@ class Settings:
     connections: int
     sqlite_connections: int
     accounts: int
-    loop: str
-    http: str
     server_cpu: int | None
     client_cpu: int | None
     wrk_threads: int
     pg_url: str
+    mysql_url: str
     table: str
     ceiling_table: str
     pool_size: int
     workdir: str
-    sqlite_driver: str = "pysqlite"
+    product: str  # the runtime-snapshot-mount command
+    ceiling_python: str
+    accounts_file: str = ""
     quiet_limit: float = 0.15
     quiet_wait: float = 60
     max_other: float = 0.25
     retries: int = 2
-    python: str = sys.executable
     base: int = 0
 
     def next_base(self) -> int:
@@ -398,83 +546,99 @@ class RunResult:
     p50_ms: float
     p99_ms: float
     non_200: int
-    not_upserted: int
+    unexpected: int  # 200 answers whose status was not the load's expected one
     socket_errors: int
     wrk_cpu: float  # share of one core
     server_cpu: float
-    server_us_per_request: float  # server CPU time per answered request
-    postgres_cpu: float
+    server_us_per_request: float  # server CPU time (all its processes) per answered request
+    db_cpu: float
     other_cpu: float  # everything else on the machine (other users' processes) meanwhile
-    pg_sessions: int  # PostgreSQL sessions opened by the run (set-up, warm-up, measurement)
-    pg_transactions_per_request: float  # PostgreSQL transactions per request, the same span
+    db_sessions: int  # PostgreSQL sessions opened by the run (set-up, warm-up, measurement)
+    db_per_request: float  # PostgreSQL transactions / MariaDB statements per request
     busy_before: float  # the machine's load just before the run, in cores
     raw: dict[str, Any] = field(repr=False, default_factory=dict)
 
 
-def connections_of(target: str, s: Settings) -> int:
-    return s.sqlite_connections if target == "sqlite@64" else s.connections
+def connections_of(t: Target, s: Settings) -> int:
+    return s.sqlite_connections if t.many else s.connections
 
 
-def server_command(target: str, port: int, s: Settings) -> list[str]:
-    if target == "wrk-check":
-        return [s.python, os.path.join(HERE, "trivial_server.py"), str(port)]
-    name = {"sqlite@64": "sqlite", "postgres-fixed": "postgres"}.get(target, target)
-    command = [
-        s.python,
-        os.path.join(HERE, "serve.py"),
-        name,
-        "--port",
-        str(port),
-        "--loop",
-        s.loop,
-        "--http",
-        s.http,
-        "--accounts",
-        str(s.accounts),
-    ]
-    if name == "sqlite":
-        command += [
-            "--sqlite-path",
-            os.path.join(s.workdir, "bench.db"),
-            "--sqlite-driver",
-            s.sqlite_driver,
-        ]
-    elif name == "postgres":
-        command += ["--pg-url", s.pg_url, "--table", s.table]
-        if target == "postgres-fixed":
-            command += ["--pool-size", str(s.pool_size)]
-    elif name == "ceiling-db":
-        command += [
-            "--pg-dsn",
-            libpq_dsn(s.pg_url),
-            "--table",
-            s.ceiling_table,
-            "--pool-size",
-            str(s.pool_size),
-        ]
+def server_cpu_of(t: Target, s: Settings) -> int | None:
+    """The core the server is pinned to; None (all cores) for several worker processes."""
+    return None if t.workers > 1 else s.server_cpu
+
+
+def store_url(t: Target, s: Settings) -> str:
+    if t.store == "memory":
+        return "memory://"
+    if t.store == "sqlite":
+        return f"sqlite:///{os.path.join(s.workdir, SQLITE_FILE)}"
+    if t.store == "postgres":
+        return with_table(s.pg_url, s.table)
+    return with_table(s.mysql_url, s.table)
+
+
+def product_command(t: Target, port: int, s: Settings) -> list[str]:
+    """``serve`` with its default options: only what a run must set."""
+    command = [s.product, "serve", "--host", "127.0.0.1", "--port", str(port)]
+    command += ["--store", store_url(t, s), "--api-key", TOKEN, "--accounts", s.accounts_file]
+    if t.workers > 1:
+        command += ["--workers", str(t.workers)]
+    if t.no_access_log:
+        command.append("--no-access-log")
     return command
 
 
-def reset_state(target: str, s: Settings) -> None:
-    """Every run starts from an empty store."""
-    if target.startswith("sqlite"):
-        for suffix in ("", "-wal", "-shm", "-journal"):
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(os.path.join(s.workdir, "bench.db" + suffix))
-    elif target in ("postgres", "postgres-fixed"):
-        pg_execute(libpq_dsn(s.pg_url), f"DROP TABLE IF EXISTS {s.table}")
-    elif target == "ceiling-db":
-        pg_execute(libpq_dsn(s.pg_url), f"DROP TABLE IF EXISTS {s.ceiling_table}")
-        if plugin_importable():
-            create_plugin_table(s.pg_url, s.ceiling_table)
-        else:
-            import ceiling_db
+def server_command(t: Target, port: int, s: Settings) -> list[str]:
+    if t.kind == "product":
+        return product_command(t, port, s)
+    if t.kind == "check":
+        return [s.ceiling_python, os.path.join(HERE, "trivial_server.py"), str(port)]
+    command = [s.ceiling_python, os.path.join(HERE, "ceiling_server.py"), t.store]
+    command += ["--port", str(port)]
+    if t.store == "sqlite":
+        command += ["--path", os.path.join(s.workdir, CEILING_SQLITE_FILE)]
+    elif t.store == "postgres":
+        command += ["--dsn", libpq_dsn(s.pg_url), "--table", s.ceiling_table]
+        command += ["--pool-size", str(s.pool_size)]
+    elif t.store == "mariadb":
+        command += ["--url", s.mysql_url, "--table", s.ceiling_table]
+        command += ["--pool-size", str(s.pool_size)]
+    return command
 
-            pg_execute(libpq_dsn(s.pg_url), ceiling_db.create_table_sql(s.ceiling_table))
+
+def remove_sqlite(path: str) -> None:
+    for suffix in DB_SUFFIXES:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path + suffix)
 
 
-def wrk_command(port: int, connections: int, seconds: int, s: Settings, *options: str) -> list[str]:
+def reset_state(t: Target, s: Settings) -> None:
+    """Every run starts from an empty store. The product creates its own table at start-up;
+    a ceiling's table is created here, by the SQLAlchemy plugin."""
+    ceiling = t.kind == "ceiling"
+    if t.store == "sqlite":
+        path = os.path.join(s.workdir, CEILING_SQLITE_FILE if ceiling else SQLITE_FILE)
+        remove_sqlite(path)
+        if ceiling:
+            create_plugin_table(f"sqlite:///{path}", "runtime_snapshots")
+    elif t.store == "postgres":
+        table = s.ceiling_table if ceiling else s.table
+        pg_execute(libpq_dsn(s.pg_url), f"DROP TABLE IF EXISTS {table}")
+        if ceiling:
+            create_plugin_table(s.pg_url, table)
+    elif t.store == "mariadb":
+        table = s.ceiling_table if ceiling else s.table
+        mysql_execute(s.mysql_url, f"DROP TABLE IF EXISTS {table}")
+        if ceiling:
+            create_plugin_table(s.mysql_url, table)
+
+
+def wrk_command(
+    port: int, connections: int, seconds: int, load: str, s: Settings, *options: str
+) -> list[str]:
     """The wrk command line (pinned to the client core) that runs upsert.lua against ``port``."""
+    expected = "ignored_stale" if load == "stale" else "upserted"
     return pinned(
         s.client_cpu,
         [
@@ -491,13 +655,16 @@ def wrk_command(port: int, connections: int, seconds: int, s: Settings, *options
             str(s.accounts),
             TOKEN,
             str(s.wrk_threads),
+            expected,
         ],
     )
 
 
-def wrk(port: int, connections: int, duration: float, s: Settings) -> tuple[dict[str, Any], float]:
+def wrk(
+    port: int, connections: int, duration: float, load: str, s: Settings
+) -> tuple[dict[str, Any], float]:
     """One wrk run; returns its BENCH_JSON figures and the CPU seconds wrk itself used."""
-    command = wrk_command(port, connections, max(1, round(duration)), s, "--timeout", "30s")
+    command = wrk_command(port, connections, max(1, round(duration)), load, s, "--timeout", "30s")
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     completed = subprocess.run(
         command, capture_output=True, text=True, timeout=duration + 90, check=False
@@ -510,60 +677,76 @@ def wrk(port: int, connections: int, duration: float, s: Settings) -> tuple[dict
     raise RuntimeError(f"wrk printed nothing: {completed.stdout[-500:]} {completed.stderr[-500:]}")
 
 
+def product_env() -> dict[str, str]:
+    """The environment of a product server: this one, less an API key that would add one."""
+    return {k: v for k, v in os.environ.items() if k != "PHONEFARM_API_KEY"}
+
+
 @contextlib.contextmanager
-def server(target: str, s: Settings) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
-    reset_state(target, s)
+def server(t: Target, s: Settings) -> Iterator[tuple[subprocess.Popen[bytes], int, int]]:
+    """A fresh server for ``t``, ready; yields it, its port, and how many upserts set it up."""
+    reset_state(t, s)
     port = free_port()
-    log_path = os.path.join(s.workdir, f"server-{target}.log")
-    process = start(pinned(s.server_cpu, server_command(target, port, s)), log_path)
+    log_path = os.path.join(s.workdir, f"server-{t.name}.log")
+    command = pinned(server_cpu_of(t, s), server_command(t, port, s))
+    process = start(command, log_path, env=product_env(), cwd=s.workdir)
     try:
         wait_ready(process, port, log_path, timeout=60)
-        yield process, port
+        seeded = seed(port, s.accounts) if t.load == "stale" else 0
+        yield process, port, 1 + seeded
     finally:
         stop(process)
 
 
-def run_target(target: str, s: Settings) -> RunResult:
-    connections = connections_of(target, s)
+def run_target(t: Target, s: Settings) -> RunResult:
+    connections = connections_of(t, s)
     busy_before = wait_for_quiet(s.quiet_limit, s.quiet_wait)
-    uses_pg = "postgres" in target or target == "ceiling-db"
-    sessions_before, transactions_before = pg_counters(libpq_dsn(s.pg_url)) if uses_pg else (-1, -1)
+    dsn = libpq_dsn(s.pg_url)
+    sessions_before, count_before = -1, -1
+    if t.store == "postgres":
+        sessions_before, count_before = pg_counters(dsn)
+    elif t.store == "mariadb":
+        count_before = mysql_questions(s.mysql_url)
+    db_names = {"postgres": POSTGRES_PROCESSES, "mariadb": MARIADB_PROCESSES}.get(t.store)
     warmup_requests = 0
-    with server(target, s) as (process, port):
+    with server(t, s) as (process, port, setup_requests):
         if s.warmup > 0:
-            warmup_requests = wrk(port, connections, s.warmup, s)[0]["requests"]
-        server_before = cpu_seconds(process.pid)
-        pg_before = postgres_cpu_seconds()
+            warmup_requests = wrk(port, connections, s.warmup, t.load, s)[0]["requests"]
+        server_before = tree_cpu_seconds(process.pid)
+        db_before = db_cpu_seconds(db_names) if db_names else 0.0
         machine_before, interrupts_before = cpu_ticks()
         started = time.monotonic()
-        figures, wrk_seconds = wrk(port, connections, s.duration, s)
+        figures, wrk_seconds = wrk(port, connections, s.duration, t.load, s)
         wall = time.monotonic() - started
         machine_after, interrupts_after = cpu_ticks()
-        server_used = cpu_seconds(process.pid) - server_before
-        pg_used = postgres_cpu_seconds() - pg_before
+        server_used = tree_cpu_seconds(process.pid) - server_before
+        db_used = (db_cpu_seconds(db_names) - db_before) if db_names else 0.0
     # the server has stopped and closed its connections, whose backends report at exit
-    if uses_pg:
+    sessions_after, count_after = -1, -1
+    if t.store == "postgres":
         time.sleep(0.5)
-    sessions_after, transactions_after = pg_counters(libpq_dsn(s.pg_url)) if uses_pg else (-1, -1)
-    # set-up's few statements (table creation) are counted too: a few in 10^5
-    transactions = transactions_after - transactions_before - 1  # less the first query's own
-    requests = warmup_requests + figures["requests"]
+        sessions_after, count_after = pg_counters(dsn)
+        count_after -= 1  # less the first reading's own query
+    elif t.store == "mariadb":
+        count_after = mysql_questions(s.mysql_url)
+    requests = setup_requests + warmup_requests + figures["requests"]
     other = (
         (machine_after - machine_before)
         - (interrupts_after - interrupts_before)
         - server_used
-        - pg_used
+        - db_used
         - wrk_seconds
     )
     seconds = figures["duration_us"] / 1e6
+    known = count_before >= 0 and count_after >= 0
     return RunResult(
-        target=target,
+        target=t.name,
         connections=connections,
         rps=figures["requests"] / seconds,
         p50_ms=figures["p50_us"] / 1000,
         p99_ms=figures["p99_us"] / 1000,
         non_200=figures["non_200"],
-        not_upserted=figures["not_upserted"],
+        unexpected=figures["unexpected"],
         socket_errors=figures["connect_errors"]
         + figures["read_errors"]
         + figures["write_errors"]
@@ -571,12 +754,10 @@ def run_target(target: str, s: Settings) -> RunResult:
         wrk_cpu=wrk_seconds / wall,
         server_cpu=server_used / wall,
         server_us_per_request=server_used * 1e6 / max(1, figures["requests"]),
-        postgres_cpu=pg_used / wall,
+        db_cpu=db_used / wall,
         other_cpu=max(0.0, other / wall),
-        pg_sessions=sessions_after - sessions_before - 1 if sessions_before >= 0 else -1,
-        pg_transactions_per_request=transactions / max(1, requests)
-        if transactions_before >= 0
-        else -1.0,
+        db_sessions=sessions_after - sessions_before - 1 if sessions_before >= 0 else -1,
+        db_per_request=(count_after - count_before) / max(1, requests) if known else -1.0,
         busy_before=busy_before,
         raw=figures,
     )
@@ -585,14 +766,25 @@ def run_target(target: str, s: Settings) -> RunResult:
 # ---------------------------------------------------------------- profile
 
 
-def profile_target(target: str, s: Settings, seconds: float, out_dir: str) -> dict[str, Any]:
-    """py-spy the server of ``target`` under the main load; returns the sample tables."""
-    py_spy = shutil.which("py-spy") or os.path.join(os.path.dirname(s.python), "py-spy")
-    raw_path = os.path.join(out_dir, f"profile-{target}.txt")
-    svg_path = os.path.join(out_dir, f"profile-{target}.svg")
-    with server(target, s) as (process, port):
+def find_py_spy(s: Settings) -> str:
+    for candidate in (
+        shutil.which("py-spy"),
+        os.path.join(os.path.dirname(s.ceiling_python), "py-spy"),
+        os.path.join(os.path.dirname(sys.executable), "py-spy"),
+    ):
+        if candidate and os.path.exists(candidate):
+            return candidate
+    raise RuntimeError("py-spy not found (it is in bench/requirements.txt)")
+
+
+def profile_target(t: Target, s: Settings, seconds: float, out_dir: str) -> dict[str, Any]:
+    """py-spy the server of ``t`` under its load; returns the sample tables."""
+    py_spy = find_py_spy(s)
+    raw_path = os.path.join(out_dir, f"profile-{t.name}.txt")
+    svg_path = os.path.join(out_dir, f"profile-{t.name}.svg")
+    with server(t, s) as (process, port, _):
         loader = start(
-            wrk_command(port, connections_of(target, s), round(2 * seconds + 6), s),
+            wrk_command(port, connections_of(t, s), round(2 * seconds + 6), t.load, s),
             os.path.join(s.workdir, "wrk-profile.log"),
         )
         try:
@@ -601,44 +793,32 @@ def profile_target(target: str, s: Settings, seconds: float, out_dir: str) -> di
                 ("raw", raw_path, ["--nolineno"]),
                 ("flamegraph", svg_path, []),
             ):
+                command = [py_spy, "record", "--pid", str(process.pid), "--subprocesses"]
+                command += ["--duration", str(round(seconds)), "--rate", "200"]
+                command += ["--format", fmt, "-o", path, *extra]
                 subprocess.run(
-                    pinned(
-                        s.client_cpu,
-                        [
-                            py_spy,
-                            "record",
-                            "--pid",
-                            str(process.pid),
-                            "--duration",
-                            str(round(seconds)),
-                            "--rate",
-                            "200",
-                            "--format",
-                            fmt,
-                            "-o",
-                            path,
-                            *extra,
-                        ],
-                    ),
+                    pinned(s.client_cpu, command),
                     capture_output=True,
                     timeout=seconds + 60,
                     check=True,
                 )
         finally:
             stop(loader, grace=1)
-    return analyse_profile(raw_path) | {"raw": raw_path, "svg": svg_path, "target": target}
+    return analyse_profile(raw_path) | {"raw": raw_path, "svg": svg_path, "target": t.name}
 
 
 def frame_package(frame: str) -> str:
     """'func (path/to/file.py)' -> a package-level bucket."""
     name, _, where = frame.rpartition(" (")
-    path = where.rstrip(")")
-    parts = path.split("/")
-    if parts[0] in ("runtime_snapshot_mount", "runtime_snapshot_mount_sqlalchemy"):
-        return "/".join(parts[:2])
+    parts = where.rstrip(")").split("/")
+    for index, part in enumerate(parts):
+        if part in ("runtime_snapshot_mount", "runtime_snapshot_mount_sqlalchemy"):
+            return "/".join(parts[index : index + 2])
+    if "site-packages" in parts:
+        parts = parts[parts.index("site-packages") + 1 :]
     if len(parts) > 1:
-        return parts[0]
-    return path or name
+        return parts[0] or "/".join(parts[:3])
+    return parts[0] or name
 
 
 def analyse_profile(path: str) -> dict[str, Any]:
@@ -666,11 +846,89 @@ def analyse_profile(path: str) -> dict[str, Any]:
     }
 
 
-# ---------------------------------------------------------------- report
+def print_profile(profile: dict[str, Any], top: int = 15) -> None:
+    total = profile["samples"] or 1
+    out()
+    out(
+        f"py-spy profile of {profile['target']} under the same load "
+        f"({profile['samples']} samples at 200 Hz of the server's threads while not idle;"
+        f" each thread of a threaded server counts)"
+    )
+    out("self time by package:")
+    for name, count in profile["packages"][:12]:
+        out(f"  {count / total:6.1%}  {name}")
+    out(f"top {top} functions by self time:")
+    for frame, count in profile["self"][:top]:
+        out(f"  {count / total:6.1%}  {frame}")
+    out(
+        f"top {top + 10} functions by total time (including callees; frames in nearly every"
+        " sample left out):"
+    )
+    inner = [(f, c) for f, c in profile["total"] if c < 0.98 * total]
+    for frame, count in inner[: top + 10]:
+        out(f"  {count / total:6.1%}  {frame}")
+    out(f"profile files: {profile['raw']} (collapsed stacks), {profile['svg']} (flame graph)")
 
 
-def machine(s: Settings) -> list[str]:
-    lines = []
+# ---------------------------------------------------------------- environments
+
+
+def versions_here(names: list[str]) -> dict[str, str | None]:
+    found: dict[str, str | None] = {}
+    for name in names:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def versions_in(python: str, names: list[str]) -> dict[str, str | None]:
+    """Installed versions of ``names`` in the environment of another Python."""
+    if os.path.abspath(python) == os.path.abspath(sys.executable):  # not realpath: venvs link
+        return versions_here(names)
+    script = (
+        "import importlib.metadata as m, json, sys\n"
+        "def v(n):\n"
+        "    try:\n        return m.version(n)\n"
+        "    except m.PackageNotFoundError:\n        return None\n"
+        "print(json.dumps({n: v(n) for n in sys.argv[1:]}))"
+    )
+    completed = subprocess.run(
+        [python, "-c", script, *names], capture_output=True, text=True, timeout=60, check=True
+    )
+    found: dict[str, str | None] = json.loads(completed.stdout)
+    return found
+
+
+def listed(versions: dict[str, str | None]) -> str:
+    return ", ".join(f"{name} {version or '(not installed)'}" for name, version in versions.items())
+
+
+def server_stack(versions: dict[str, str | None]) -> str:
+    """What uvicorn's automatic choice picks in the product's environment, and whether the
+    fast parts came with the product or were added by hand (not as shipped)."""
+    notes = []
+    for name, fallback in (("uvloop", "asyncio"), ("httptools", "h11")):
+        if versions.get(name) is None:
+            notes.append(f"{fallback} ({name} not installed)")
+            continue
+        requested = False
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            requested = importlib.metadata.distribution(name).read_text("REQUESTED") is not None
+        how = "installed by hand, NOT as shipped" if requested else "installed as a dependency"
+        notes.append(f"{name} ({how})")
+    return " + ".join(notes)
+
+
+def serve_supports(product: str, option: str) -> bool:
+    completed = subprocess.run(
+        [product, "serve", "--help"], capture_output=True, text=True, timeout=60, check=False
+    )
+    return option in completed.stdout
+
+
+def machine() -> list[str]:
     cpu = "?"
     with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
         for line in f:
@@ -678,19 +936,16 @@ def machine(s: Settings) -> list[str]:
                 cpu = line.split(":", 1)[1].strip()
                 break
     wrk_version = subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout
-    lines.append(f"nproc: {os.cpu_count()} (this process may use {len(os.sched_getaffinity(0))})")
-    lines.append(f"CPU: {cpu}")
-    lines.append(f"kernel: {platform.system()} {platform.release()}")
-    lines.append(f"Python: {platform.python_version()} ({platform.python_implementation()})")
-    versions = []
-    for name in PACKAGES:
-        try:
-            versions.append(f"{name} {importlib.metadata.version(name)}")
-        except importlib.metadata.PackageNotFoundError:
-            versions.append(f"{name} (not installed)")
-    lines.append("packages: " + ", ".join(versions))
-    lines.append(f"wrk: {wrk_version.split('Copyright')[0].strip()}")
-    return lines
+    return [
+        f"nproc: {os.cpu_count()} (this process may use {len(os.sched_getaffinity(0))})",
+        f"CPU: {cpu}",
+        f"kernel: {platform.system()} {platform.release()}",
+        f"Python: {platform.python_version()} ({platform.python_implementation()})",
+        f"wrk: {wrk_version.split('Copyright')[0].strip()}",
+    ]
+
+
+# ---------------------------------------------------------------- report
 
 
 def median(values: list[float]) -> float:
@@ -703,16 +958,17 @@ def report(results: dict[str, list[RunResult]], s: Settings, rounds: int) -> dic
     out()
     out(
         f"Median of {rounds} round(s) per target; {s.duration:g} s measured after "
-        f"{s.warmup:g} s warm-up; {s.accounts} accounts, versions always increasing."
+        f"{s.warmup:g} s warm-up; {s.accounts} accounts; load 'applied': versions always "
+        "increasing; 'stale': every account stored first at a higher version."
     )
     out(
-        f"{'target':<14} {'conns':>5} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
-        f"{'non-200':>7} {'stale':>5} {'sockerr':>7} {'srv cpu':>7} {'us/req':>6} "
-        f"{'wrk cpu':>7} {'pg cpu':>6} {'others':>6}  req/s per round"
+        f"{'target':<21} {'load':<7} {'conns':>5} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
+        f"{'non-200':>7} {'unexp':>5} {'sockerr':>7} {'srv cpu':>7} {'us/req':>6} "
+        f"{'wrk cpu':>7} {'db cpu':>6} {'others':>6}  req/s per round"
     )
     medians: dict[str, dict[str, float]] = {}
-    for target in DEFAULT_ORDER:
-        runs = results.get(target)
+    for t in TARGETS:
+        runs = results.get(t.name)
         if not runs:
             continue
         m = {
@@ -720,68 +976,168 @@ def report(results: dict[str, list[RunResult]], s: Settings, rounds: int) -> dic
             "p50": median([r.p50_ms for r in runs]),
             "p99": median([r.p99_ms for r in runs]),
             "non_200": sum(r.non_200 for r in runs),
-            "stale": sum(r.not_upserted for r in runs),
+            "unexpected": sum(r.unexpected for r in runs),
             "sock": sum(r.socket_errors for r in runs),
             "srv": median([r.server_cpu for r in runs]),
             "us": median([r.server_us_per_request for r in runs]),
             "wrk": median([r.wrk_cpu for r in runs]),
-            "pg": median([r.postgres_cpu for r in runs]),
+            "db": median([r.db_cpu for r in runs]),
             "other": median([r.other_cpu for r in runs]),
         }
-        medians[target] = m
-        pg = f"{m['pg']:6.0%}" if "postgres" in target or target == "ceiling-db" else f"{'':>6}"
+        medians[t.name] = m
+        db = f"{m['db']:6.0%}" if t.store in ("postgres", "mariadb") else f"{'':>6}"
         per_round = " ".join(f"{r.rps:.0f}{'*' if r.other_cpu > s.max_other else ''}" for r in runs)
         out(
-            f"{target:<14} {runs[0].connections:>5} {m['rps']:>9.0f} {m['p50']:>8.2f} "
-            f"{m['p99']:>8.2f} {m['non_200']:>7d} {m['stale']:>5d} {m['sock']:>7d} "
-            f"{m['srv']:>7.0%} {m['us']:>6.0f} {m['wrk']:>7.0%} {pg} {m['other']:>6.0%}"
-            f"  [{per_round}]"
+            f"{t.name:<21} {t.load if t.kind != 'check' else '':<7} {runs[0].connections:>5} "
+            f"{m['rps']:>8.0f} {m['p50']:>7.2f} {m['p99']:>7.2f} {m['non_200']:>7d} "
+            f"{m['unexpected']:>5d} {m['sock']:>7d} {m['srv']:>7.0%} {m['us']:>6.0f} "
+            f"{m['wrk']:>7.0%} {db} {m['other']:>6.0%}  [{per_round}]"
         )
-    sessions = [
-        f"{target} {median([float(r.pg_sessions) for r in runs]):.0f}"
-        for target, runs in results.items()
-        if runs and runs[0].pg_sessions >= 0
-    ]
+
+    def per_request(store: str) -> str:
+        return ", ".join(
+            f"{t.name} {median([r.db_per_request for r in results[t.name]]):.2f}"
+            for t in TARGETS
+            if t.store == store
+            and results.get(t.name)
+            and all(r.db_per_request >= 0 for r in results[t.name])
+        )
+
+    sessions = ", ".join(
+        f"{t.name} {median([float(r.db_sessions) for r in results[t.name]]):.0f}"
+        for t in TARGETS
+        if t.store == "postgres" and results.get(t.name) and results[t.name][0].db_sessions >= 0
+    )
     if sessions:
-        out(
-            "PostgreSQL sessions opened per run (set-up, warm-up and measured window): "
-            + ", ".join(sessions)
-        )
-        transactions = ", ".join(
-            f"{target} {median([r.pg_transactions_per_request for r in runs]):.2f}"
-            for target, runs in results.items()
-            if runs and runs[0].pg_sessions >= 0
-        )
+        out(f"PostgreSQL sessions opened per run (set-up, warm-up and measured window): {sessions}")
+    if per_request("postgres"):
         out(
             "PostgreSQL transactions per request, the same span (each statement outside a "
-            f"transaction is one; 1.00 = one round trip): {transactions}"
+            f"transaction is one; 1.00 = one round trip): {per_request('postgres')}"
         )
-    out("non-200, stale (200 but not 'upserted') and socket errors: totals over all rounds.")
-    out("us/req: the server process's CPU time per answered request, in microseconds.")
-    out("cpu: share of one core in the measured window, of the server process, wrk, all")
-    out("postgres processes, and everything else on the machine (others); * = a run during")
-    out(f"which others used more than {s.max_other:.0%} of a core (kept after retries).")
+    if per_request("mariadb"):
+        out(
+            "MariaDB statements per request, the same span (the server's Questions counter, all "
+            f"clients: exact only when nothing else uses that server): {per_request('mariadb')}"
+        )
+    out("non-200, unexp (200 but not the load's expected status) and socket errors: totals over")
+    out("all rounds. us/req: the server's CPU time (all its processes) per answered request, in")
+    out("microseconds. cpu: share of one core in the measured window, of the server, wrk, the")
+    out("database server (db: PostgreSQL or MariaDB processes), and everything else on the")
+    out(f"machine (others); * = a run during which others used more than {s.max_other:.0%} of a")
+    out("core (kept after retries).")
     return medians
 
 
-def ratio_line(
-    name: str, top: str, bottom: str, goal: float, results: dict[str, list[RunResult]]
-) -> str | None:
+def ratio(top: str, bottom: str, results: dict[str, list[RunResult]]) -> tuple[float, str] | None:
     if not results.get(top) or not results.get(bottom):
         return None
     value = median([r.rps for r in results[top]]) / median([r.rps for r in results[bottom]])
     per_round = [
         a.rps / b.rps for a, b in zip(results[top], results[bottom], strict=False) if b.rps
     ]
-    spread = ", ".join(f"{v:.2f}" for v in per_round)
-    verdict = "meets" if value >= goal else "MISSES"
-    return f"{name} = {value:.2f}   (goal >= {goal:.2f}: {verdict}; per round: {spread})"
+    return value, ", ".join(f"{v:.2f}" for v in per_round)
+
+
+def unavailable(names: tuple[str, ...], skipped: dict[str, str]) -> str | None:
+    reasons = [f"{name}: {skipped[name]}" for name in names if name in skipped]
+    return "; ".join(reasons) or None
+
+
+def print_ratios(
+    results: dict[str, list[RunResult]],
+    medians: dict[str, Any],
+    skipped: dict[str, str],
+    selected: list[str],
+    s: Settings,
+) -> list[str]:
+    """The goals with their verdicts, then the reported ratios; returns the missed goals."""
+    missed: list[str] = []
+    out()
+    out("Goals (ratios of median req/s):")
+    for label, top, bottom, goal in GOALS:
+        if top not in selected or bottom not in selected:
+            continue
+        found = ratio(top, bottom, results)
+        if found is None:
+            why = unavailable((top, bottom), skipped) or "its runs failed"
+            out(f"  {label}: not available ({why})")
+            missed.append(label)
+            continue
+        value, spread = found
+        verdict = "meets" if value >= goal else "MISSES"
+        if value < goal:
+            missed.append(label)
+        out(f"  {label} = {value:.2f}  (goal >= {goal:.2f}: {verdict}; per round: {spread})")
+    if "sqlite@64" in medians:
+        m = medians["sqlite@64"]
+        ok = m["non_200"] == 0 and m["sock"] == 0
+        if not ok:
+            missed.append("SQLite @ 64 connections: zero non-200")
+        out(
+            f"  SQLite default store @ {s.sqlite_connections} connections: non-200 "
+            f"{int(m['non_200'])}, socket errors {int(m['sock'])}, p99 {m['p99']:.2f} ms "
+            f"(goal: zero non-200: {'meets' if ok else 'MISSES'})"
+        )
+    elif "sqlite@64" in skipped:
+        out(f"  SQLite default store @ {s.sqlite_connections} connections: not available")
+    reported = [
+        (label, top, bottom)
+        for label, top, bottom in REPORTED
+        if top in selected and bottom in selected
+    ]
+    if reported:
+        out("Reported (no goal):")
+    for label, top, bottom in reported:
+        found = ratio(top, bottom, results)
+        if found is None:
+            why = unavailable((top, bottom), skipped) or "its runs failed"
+            out(f"  {label}: not available ({why})")
+        else:
+            out(f"  {label} = {found[0]:.2f}  (per round: {found[1]})")
+    if "wrk-check" in medians and len(medians) > 1:
+        out("Load generator:")
+        others = {name: m for name, m in medians.items() if name != "wrk-check"}
+        top_rps = max(m["rps"] for m in others.values())
+        m = medians["wrk-check"]
+        out(
+            f"  wrk check: the same wrk and Lua script reach {m['rps']:.0f} req/s against a "
+            f"trivial responder ({m['rps'] / top_rps:.1f}x the fastest target, {top_rps:.0f}); "
+            f"wrk used {m['wrk']:.0%} of its core there and at most "
+            f"{max(mm['wrk'] for mm in others.values()):.0%} on any target"
+        )
+    return missed
+
+
+def memory_per_snapshot(s: Settings, count: int) -> tuple[str, bool]:
+    """Runs memory_per_snapshot.py in the product's environment; (its line, goal met)."""
+    completed = subprocess.run(
+        pinned(
+            s.server_cpu,
+            [sys.executable, os.path.join(HERE, "memory_per_snapshot.py"), "--count", str(count)],
+        ),
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    if completed.returncode != 0:
+        raise RuntimeError(completed.stderr[-500:])
+    mem = json.loads(completed.stdout.strip().splitlines()[-1])
+    per = mem["bytes_per_snapshot"]
+    ok = per <= 2048
+    return (
+        f"  memory:// per stored snapshot: {per:.0f} bytes RSS growth over {mem['count']} "
+        f"accounts (goal <= 2048: {'meets' if ok else 'MISSES'}); one snapshot's own "
+        f"objects: {mem['own_objects_bytes']} bytes " + json.dumps(mem["own_objects_by_type"]),
+        ok,
+    )
 
 
 # ---------------------------------------------------------------- main
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=10, help="measured s per run [10]")
     parser.add_argument("--warmup", type=float, default=2, help="warm-up s before each run [2]")
@@ -791,8 +1147,8 @@ def main() -> int:
     parser.add_argument("--accounts", type=int, default=1000)
     parser.add_argument(
         "--targets",
-        default=",".join(DEFAULT_ORDER),
-        help=f"comma-separated subset of {','.join(DEFAULT_ORDER)}",
+        default=",".join(t.name for t in TARGETS),
+        help="comma-separated subset of " + ",".join(t.name for t in TARGETS),
     )
     parser.add_argument(
         "--pg-url",
@@ -800,17 +1156,19 @@ def main() -> int:
         or "postgresql+asyncpg://postgres@127.0.0.1:5432/test",
     )
     parser.add_argument(
-        "--sqlite-driver",
-        default="pysqlite",
-        choices=["pysqlite", "aiosqlite"],
-        help="pysqlite = sqlite:///file, the command line's default (worker threads) [pysqlite]",
+        "--mysql-url",
+        default=os.environ.get("RSM_BENCH_MYSQL_URL") or "mysql+asyncmy://root@127.0.0.1:3306/test",
+    )
+    parser.add_argument(
+        "--ceiling-python",
+        help="the Python the ceilings run on [bench/.venv/bin/python, else this one]",
     )
     parser.add_argument(
         "--table",
         default=f"rsm_bench_{os.getpid()}",
         help="bench-owned tables NAME and NAME_ceiling, dropped [rsm_bench_<pid>]",
     )
-    parser.add_argument("--pool-size", type=int, help="ceiling-db pool [the plugin's engine's]")
+    parser.add_argument("--pool-size", type=int, help="database ceilings' pool [the plugin's]")
     parser.add_argument("--server-cpu", type=int, default=0, help="core for the server [0]")
     parser.add_argument("--client-cpu", type=int, default=1, help="core for wrk [1]")
     parser.add_argument("--no-pin", action="store_true", help="do not use taskset")
@@ -838,20 +1196,120 @@ def main() -> int:
     parser.add_argument("--out", help="keep logs and profiles here [a temporary directory]")
     parser.add_argument("--results", help="also write the printed figures to this markdown file")
     args = parser.parse_args()
-
-    # Stop cleanly on SIGTERM, SIGHUP and SIGINT (even where SIGINT was inherited ignored).
-    for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
-        signal.signal(signum, _terminate)
-    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
-    unknown = [t for t in targets if t not in TARGETS]
+    args.selected = [name.strip() for name in args.targets.split(",") if name.strip()]
+    args.profiled = [] if args.no_profile else [p for p in args.profile.split(",") if p]
+    unknown = [n for n in args.selected + args.profiled if n not in BY_NAME]
     if unknown:
         parser.error(f"unknown targets: {', '.join(unknown)}")
     if shutil.which("wrk") is None:
         parser.error("wrk is not installed (Debian: apt-get install wrk)")
-    pin = not args.no_pin and shutil.which("taskset") is not None and (os.cpu_count() or 1) > 1
-    have_uvloop = importlib.util.find_spec("uvloop") is not None
-    have_httptools = importlib.util.find_spec("httptools") is not None
+    args.product = os.path.join(os.path.dirname(sys.executable), "runtime-snapshot-mount")
+    if not os.access(args.product, os.X_OK):
+        parser.error(
+            f"{args.product} not found: run this with the Python of the README's set-up "
+            "(.venv/bin/python bench/run.py)"
+        )
+    if args.ceiling_python is None:
+        own = os.path.join(HERE, ".venv", "bin", "python")
+        args.ceiling_python = own if os.path.exists(own) else sys.executable
+    return args
 
+
+def check_ceiling_stack(args: argparse.Namespace) -> dict[str, str | None]:
+    """The ceilings' packages; refuses to go on if they would not run on the best stack."""
+    versions = versions_in(args.ceiling_python, CEILING_PACKAGES)
+    wanted = {BY_NAME[n].kind for n in args.selected + args.profiled} & {"ceiling", "check"}
+    missing = [name for name in ("uvloop", "httptools") if versions.get(name) is None]
+    if wanted and missing:
+        raise SystemExit(
+            f"bench/run.py: the ceilings' Python {args.ceiling_python} lacks "
+            f"{' and '.join(missing)}; set it up once (bench/README.md):\n"
+            "  python3 -m venv bench/.venv && bench/.venv/bin/pip install -r bench/requirements.txt"
+        )
+    return versions
+
+
+def find_skips(s: Settings, selected: list[str]) -> dict[str, str]:
+    """Targets that cannot run here, with the reason."""
+    skipped: dict[str, str] = {}
+    chosen = [BY_NAME[n] for n in selected]
+    if not plugin_importable():
+        for t in chosen:
+            if t.store in ("sqlite", "postgres", "mariadb"):
+                skipped[t.name] = "runtime_snapshot_mount_sqlalchemy is not installed"
+    if any(t.no_access_log for t in chosen) and not serve_supports(s.product, "--no-access-log"):
+        for t in chosen:
+            if t.no_access_log:
+                skipped[t.name] = "this serve has no --no-access-log"
+    if any(t.store == "postgres" for t in chosen):
+        try:
+            [rows] = pg_execute(libpq_dsn(s.pg_url), "SHOW server_version")
+            out(f"PostgreSQL: {rows[0][0]} at {s.pg_url}")
+        except Exception as error:
+            for t in chosen:
+                if t.store == "postgres":
+                    skipped.setdefault(t.name, f"PostgreSQL unreachable at {s.pg_url}: {error}")
+    if any(t.store == "mariadb" for t in chosen):
+        try:
+            [rows] = mysql_execute(s.mysql_url, "SELECT VERSION()")
+            out(f"MariaDB: {rows[0][0]} at {s.mysql_url}")
+        except Exception as error:
+            for t in chosen:
+                if t.store == "mariadb":
+                    skipped.setdefault(t.name, f"MariaDB unreachable at {s.mysql_url}: {error}")
+    return skipped
+
+
+def run_rounds(
+    targets: list[Target], s: Settings, rounds: int, results: dict[str, list[RunResult]]
+) -> bool:
+    """Every target once per round, the order rotated each round; False if a run failed."""
+    ok = True
+    for round_index in range(rounds):
+        shift = round_index % max(1, len(targets))
+        for t in targets[shift:] + targets[:shift]:
+            log(f"round {round_index + 1}/{rounds}: {t.name}")
+            try:
+                for attempt in range(s.retries + 1):
+                    result = run_target(t, s)
+                    if result.other_cpu <= s.max_other:
+                        break
+                    log(
+                        f"{t.name}: other processes used {result.other_cpu:.0%} of a core"
+                        f"{'; again' if attempt < s.retries else ''}"
+                    )
+            except Exception as error:
+                out(f"run failed: round {round_index + 1} {t.name}: {error}")
+                ok = False
+                continue
+            results[t.name].append(result)
+            log(
+                f"{t.name}: {result.rps:.0f} req/s p50 {result.p50_ms:.2f} ms "
+                f"p99 {result.p99_ms:.2f} ms non-200 {result.non_200} "
+                f"unexpected {result.unexpected}"
+            )
+    return ok
+
+
+def cleanup(s: Settings, selected: list[Target]) -> None:
+    tables = (s.table, s.ceiling_table)
+    if any(t.store == "postgres" for t in selected):
+        with contextlib.suppress(Exception):
+            pg_execute(libpq_dsn(s.pg_url), *(f"DROP TABLE IF EXISTS {n}" for n in tables))
+    if any(t.store == "mariadb" for t in selected):
+        with contextlib.suppress(Exception):
+            mysql_execute(s.mysql_url, *(f"DROP TABLE IF EXISTS {n}" for n in tables))
+    for name in (SQLITE_FILE, CEILING_SQLITE_FILE):
+        remove_sqlite(os.path.join(s.workdir, name))
+
+
+def main() -> int:
+    args = parse_args()
+    # Stop cleanly on SIGTERM, SIGHUP and SIGINT (even where SIGINT was inherited ignored).
+    for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(signum, _terminate)
+    ceiling_versions = check_ceiling_stack(args)
+    pin = not args.no_pin and shutil.which("taskset") is not None and (os.cpu_count() or 1) > 1
     workdir = args.out or tempfile.mkdtemp(prefix="rsm-bench-")
     os.makedirs(workdir, exist_ok=True)
     s = Settings(
@@ -860,175 +1318,100 @@ def main() -> int:
         connections=args.connections,
         sqlite_connections=args.sqlite_connections,
         accounts=args.accounts,
-        loop="uvloop" if have_uvloop else "asyncio",
-        http="httptools" if have_httptools else "h11",
         server_cpu=args.server_cpu if pin else None,
         client_cpu=args.client_cpu if pin else None,
         wrk_threads=args.wrk_threads,
         pg_url=args.pg_url,
+        mysql_url=args.mysql_url,
         table=args.table,
         ceiling_table=args.table + "_ceiling",
-        pool_size=args.pool_size or 0,
+        pool_size=args.pool_size or plugin_pool_size(),
         workdir=workdir,
+        product=args.product,
+        ceiling_python=args.ceiling_python,
         quiet_wait=args.quiet_wait,
-        sqlite_driver=args.sqlite_driver,
         max_other=args.max_other,
         retries=args.retries,
     )
+    s.accounts_file = os.path.join(workdir, "accounts.json")
+    with open(s.accounts_file, "w") as f:
+        json.dump([{"account_id": a, "active": True} for a in account_ids(s.accounts)], f)
 
-    out("# runtime-snapshot-mount benchmark")
-    for line in machine(s):
+    product_versions = versions_here(PRODUCT_PACKAGES)
+    out("# runtime-snapshot-mount benchmark, as shipped")
+    for line in machine():
         out(line)
+    out(f"product: {s.product} serve --host 127.0.0.1 --port PORT --store URL")
+    out(f"  --api-key {TOKEN} --accounts <{s.accounts} accounts>.json, nothing else (default")
+    out("  options: uvicorn's own choices, the access log as the product configures it; the")
+    out("  server's output goes to a log file); --workers 2 for postgres-w2, --no-access-log")
+    out(f"  for memory-nolog. Server stack there: {server_stack(product_versions)}")
+    out(f"  packages: {listed(product_versions)}")
     out(
-        f"server: uvicorn --workers 1 --loop {s.loop} --http {s.http} (no access log), "
-        f"pinned to cpu {s.server_cpu}; wrk -t{s.wrk_threads} pinned to cpu {s.client_cpu}; "
-        f"127.0.0.1 only"
-        if pin
-        else f"server: uvicorn --workers 1 --loop {s.loop} --http {s.http}; NOT pinned"
+        f"ceilings: {s.ceiling_python} bench/ceiling_server.py: uvicorn, 1 worker, uvloop, "
+        "httptools, no access log"
     )
+    out(f"  packages: {listed(ceiling_versions)}")
+    for name in ("starlette", "uvicorn"):
+        if product_versions.get(name) != ceiling_versions.get(name):
+            out(f"  NOTE: {name} differs between the product's and the ceilings' environments")
+    out(
+        f"pinning: servers on cpu {s.server_cpu} (postgres-w2: not pinned, all cores), "
+        f"wrk -t{s.wrk_threads} on cpu {s.client_cpu}; 127.0.0.1 only"
+        if pin
+        else "pinning: NONE (taskset missing, --no-pin or one core)"
+    )
+    if any(BY_NAME[n].store in ("postgres", "mariadb") for n in args.selected):
+        out(f"database ceilings' pool: {s.pool_size} connections (the plugin's engine's at most)")
 
-    skipped: dict[str, str] = {}
-    if not plugin_importable():
-        for t in ("sqlite", "postgres", "postgres-fixed", "sqlite@64"):
-            skipped[t] = "runtime_snapshot_mount_sqlalchemy is not importable"
-    pg_ok = False
-    if any(t in targets for t in ("postgres", "postgres-fixed", "ceiling-db")):
-        try:
-            out(f"PostgreSQL: {pg_server_version(libpq_dsn(s.pg_url))} at {s.pg_url}")
-            pg_ok = True
-        except Exception as error:
-            for t in ("postgres", "postgres-fixed", "ceiling-db"):
-                skipped.setdefault(t, f"PostgreSQL unreachable at {s.pg_url}: {error}")
-    if pg_ok and s.pool_size == 0:
-        s.pool_size = (plugin_importable() and plugin_pool_size(s.pg_url)) or 15
-    if "ceiling-db" in targets and pg_ok:
-        out(f"ceiling-db pool: {s.pool_size} connections (the plugin engine's pool + overflow)")
-    for t, reason in skipped.items():
-        if t in targets:
-            out(f"skipped {t}: {reason}")
-    targets = [t for t in targets if t not in skipped]
+    skipped = find_skips(s, args.selected)
+    for name, reason in skipped.items():
+        out(f"skipped {name}: {reason}")
+    targets = [BY_NAME[n] for n in args.selected if n not in skipped]
 
     results: dict[str, list[RunResult]] = defaultdict(list)
     exit_status = 0
     interrupted = False
     try:
         try:
-            for round_index in range(args.rounds):
-                shift = round_index % max(1, len(targets))
-                order = targets[shift:] + targets[:shift]
-                for target in order:
-                    log(f"round {round_index + 1}/{args.rounds}: {target}")
-                    try:
-                        for attempt in range(s.retries + 1):
-                            result = run_target(target, s)
-                            if result.other_cpu <= s.max_other:
-                                break
-                            log(
-                                f"{target}: other processes used {result.other_cpu:.0%} of a core"
-                                f"{'; again' if attempt < s.retries else ''}"
-                            )
-                    except Exception as error:
-                        out(f"run failed: round {round_index + 1} {target}: {error}")
-                        exit_status = 1
-                        continue
-                    results[target].append(result)
-                    log(
-                        f"{target}: {result.rps:.0f} req/s p50 {result.p50_ms:.2f} ms "
-                        f"p99 {result.p99_ms:.2f} ms non-200 {result.non_200}"
-                    )
+            if not run_rounds(targets, s, args.rounds, results):
+                exit_status = 1
         except (KeyboardInterrupt, SystemExit):
             interrupted = True
             out("interrupted: the figures below come from the runs that finished")
 
         medians = report(results, s, args.rounds)
-        out()
-        ratios = (
-            ratio_line("b/a (memory / HTTP ceiling)", "memory", "ceiling-http", 0.85, results),
-            ratio_line("d/e (PostgreSQL / DB ceiling)", "postgres", "ceiling-db", 0.80, results),
-            ratio_line(
-                "d'/e (PostgreSQL, fixed pool / DB ceiling)",
-                "postgres-fixed",
-                "ceiling-db",
-                0.80,
-                results,
-            ),
-        )
-        for ratio in ratios:
-            if ratio:
-                out(ratio)
-        if "sqlite@64" in medians:
-            m = medians["sqlite@64"]
-            verdict = "meets" if m["non_200"] == 0 and m["sock"] == 0 else "MISSES"
-            out(
-                f"SQLite @ {s.sqlite_connections} connections: p99 {m['p99']:.2f} ms, "
-                f"non-200 {int(m['non_200'])}, socket errors {int(m['sock'])} "
-                f"(goal: zero non-200: {verdict})"
-            )
-        if "wrk-check" in medians:
-            top = max(
-                (m["rps"] for t, m in medians.items() if t != "wrk-check"), default=float("nan")
-            )
-            m = medians["wrk-check"]
-            out(
-                f"wrk check: the same wrk and Lua script reach {m['rps']:.0f} req/s against a "
-                f"trivial responder ({m['rps'] / top:.1f}x the fastest target, {top:.0f}); "
-                f"wrk used {m['wrk']:.0%} of its core there and at most "
-                f"{max(mm['wrk'] for t, mm in medians.items() if t != 'wrk-check'):.0%} "
-                f"on any target"
-            )
-
+        missed = print_ratios(results, medians, skipped, args.selected, s)
         if not args.no_memory and not interrupted:
             log("memory per snapshot")
-            completed = subprocess.run(
-                pinned(
-                    s.server_cpu,
-                    [
-                        s.python,
-                        os.path.join(HERE, "memory_per_snapshot.py"),
-                        "--count",
-                        str(args.memory_count),
-                    ],
-                ),
-                capture_output=True,
-                text=True,
-                timeout=600,
-                check=False,
-            )
-            if completed.returncode != 0:
-                out(f"memory per snapshot failed: {completed.stderr[-500:]}")
-                exit_status = 1
-            else:
-                mem = json.loads(completed.stdout.strip().splitlines()[-1])
-                per = mem["bytes_per_snapshot"]
-                verdict = "meets" if per <= 2048 else "MISSES"
-                out(
-                    f"memory:// per stored snapshot: {per:.0f} bytes RSS growth over "
-                    f"{mem['count']} accounts (goal <= 2048: {verdict}); one snapshot's own "
-                    f"objects: {mem['own_objects_bytes']} bytes "
-                    + json.dumps(mem["own_objects_by_type"])
-                )
-
-        for target in [] if args.no_profile or interrupted else args.profile.split(","):
-            log(f"profiling {target} under load with py-spy")
             try:
-                profile = profile_target(target, s, args.profile_duration, workdir)
+                line, ok = memory_per_snapshot(s, args.memory_count)
             except Exception as error:
-                out(f"profile of {target} failed: {error}")
+                out(f"  memory per snapshot failed: {error}")
+                exit_status = 1
+                missed.append("memory per stored snapshot")
+            else:
+                out("Memory:")
+                out(line)
+                if not ok:
+                    missed.append("memory per stored snapshot")
+        out(f"Goals missed: {', '.join(missed)}" if missed else "Goals missed: none")
+
+        for name in [] if interrupted else args.profiled:
+            log(f"profiling {name} under load with py-spy")
+            if name in skipped:
+                out(f"profile of {name}: skipped ({skipped[name]})")
+                continue
+            try:
+                profile = profile_target(BY_NAME[name], s, args.profile_duration, workdir)
+            except Exception as error:
+                out(f"profile of {name} failed: {error}")
                 exit_status = 1
             else:
                 print_profile(profile)
     finally:
         stop_all()
-        if pg_ok:
-            with contextlib.suppress(Exception):
-                pg_execute(
-                    libpq_dsn(s.pg_url),
-                    f"DROP TABLE IF EXISTS {s.table}",
-                    f"DROP TABLE IF EXISTS {s.ceiling_table}",
-                )
-        for suffix in ("", "-wal", "-shm", "-journal"):
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(os.path.join(workdir, "bench.db" + suffix))
+        cleanup(s, [BY_NAME[n] for n in args.selected])
 
     out()
     out(f"logs and profiles: {workdir}")
@@ -1036,42 +1419,6 @@ def main() -> int:
         with open(args.results, "w") as f:
             f.write("```\n" + "\n".join(out.lines) + "\n```\n")
     return 130 if interrupted else exit_status
-
-
-ENTRY_FRAMES = frozenset(
-    {
-        "<module> (serve.py)",
-        "main (serve.py)",
-        "serve (serve.py)",
-        "run (uvicorn/main.py)",
-        "Server.run (uvicorn/server.py)",
-        "asyncio_run (uvicorn/_compat.py)",
-        "Runner.run (asyncio/runners.py)",
-        "Thread._bootstrap (threading.py)",
-        "Thread._bootstrap_inner (threading.py)",
-    }
-)
-
-
-def print_profile(profile: dict[str, Any], top: int = 15) -> None:
-    total = profile["samples"] or 1
-    out()
-    out(
-        f"py-spy profile of {profile['target']} under the same load "
-        f"({profile['samples']} samples at 200 Hz of the server's threads while not idle;"
-        f" each thread of a threaded server counts)"
-    )
-    out("self time by package:")
-    for name, count in profile["packages"][:12]:
-        out(f"  {count / total:6.1%}  {name}")
-    out(f"top {top} functions by self time:")
-    for frame, count in profile["self"][:top]:
-        out(f"  {count / total:6.1%}  {frame}")
-    out(f"top {top + 10} functions by total time (including callees; entry frames left out):")
-    inner = [(f, c) for f, c in profile["total"] if c < 0.995 * total and f not in ENTRY_FRAMES]
-    for frame, count in inner[: top + 10]:
-        out(f"  {count / total:6.1%}  {frame}")
-    out(f"profile files: {profile['raw']} (collapsed stacks), {profile['svg']} (flame graph)")
 
 
 if __name__ == "__main__":

@@ -94,6 +94,15 @@ def rss_bytes(pid: int) -> int | None:
     return None
 
 
+def serve_command() -> str:
+    """The ``runtime-snapshot-mount`` command installed next to this Python (the README's
+    set-up), as an operator runs it."""
+    command = os.path.join(os.path.dirname(sys.executable), "runtime-snapshot-mount")
+    if not os.access(command, os.X_OK):
+        raise RuntimeError(f"{command} not found: run this with the product's .venv/bin/python")
+    return command
+
+
 @dataclass
 class Server:
     port: int
@@ -105,7 +114,7 @@ class Server:
 def start_server(store_url: str, out: Path, index: int) -> Server:
     port = free_port()
     log = out / f"server-{index}.log"
-    command = [sys.executable, "-m", "runtime_snapshot_mount", "serve", "--store", store_url]
+    command = [serve_command(), "serve", "--store", store_url]
     command += ["--host", "127.0.0.1", "--port", str(port), "--api-key", TOKEN]
     env = {k: v for k, v in os.environ.items() if k != "PHONEFARM_API_KEY"}
     with log.open("wb") as errors:

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rsm_support import ACCOUNT, client_for, example, make_app, post_json
 
-from runtime_snapshot_mount import MemoryStore, SnapshotRequest, parse_instant
+from runtime_snapshot_mount import MemoryStore, parse_instant, parse_upsert
 from runtime_snapshot_mount.testing import make_snapshot
 
 UTC = timezone.utc
@@ -129,11 +129,9 @@ def test_comparing_parsed_timestamps_is_comparing_truncated_utc_instants(
 @PROPERTY_SETTINGS
 @given(close_stamp)
 def test_generated_timestamps_pass_request_validation(stamp: Stamp) -> None:
-    request = SnapshotRequest.model_validate_json(
-        json.dumps(example(strategy_synced_at=stamp.text))
-    )
-    assert request.strategy_synced_at == stamp.text
-    assert request.to_snapshot().strategy_synced_at == micro_instant(stamp)
+    snapshot, synced_at = parse_upsert(json.dumps(example(strategy_synced_at=stamp.text)).encode())
+    assert synced_at == stamp.text
+    assert snapshot.strategy_synced_at == micro_instant(stamp)
 
 
 # -- the stale rule ---------------------------------------------------------------------

@@ -321,7 +321,8 @@ async def test_store_failure_is_500_without_sql_or_token_and_logged_with_traceba
     assert any(r.levelno >= logging.ERROR for r in caplog.records), "the 500 was not logged"
     assert "Traceback (most recent call last)" in caplog.text
     if store_class is WrongResultStore:  # the store returned; the check after it raised
-        assert "TypeError: store_upsert returned dict, not UpsertResult" in caplog.text
+        expected = "TypeError: WrongResultStore.store_upsert returned dict, not UpsertResult"
+        assert expected in caplog.text
     else:
         assert f"in {store_class.store_upsert.__name__}" in caplog.text  # the failing frame
 

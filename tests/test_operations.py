@@ -219,6 +219,7 @@ async def test_counters_after_a_mix_of_requests() -> None:
     assert app.state.metrics.snapshot() == {
         "applied": 0,
         "ignored": 0,
+        "read": 0,
         "rejected": {},
         "failed": 0,
     }
@@ -229,6 +230,7 @@ async def test_counters_after_a_mix_of_requests() -> None:
     assert app.state.metrics.snapshot() == {
         "applied": 2,
         "ignored": 1,
+        "read": 0,
         "rejected": {"401": 2, "404": 2, "405": 1, "413": 1, "422": 1},
         "failed": 1,
     }
@@ -249,6 +251,7 @@ def test_metrics_count_by_outcome() -> None:
     assert metrics.snapshot() == {
         "applied": 2,
         "ignored": 1,
+        "read": 0,
         "rejected": {"401": 2, "404": 1, "405": 1, "413": 1, "422": 1},
         "failed": 1,
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 import textwrap
 import uuid
@@ -32,6 +33,7 @@ from runtime_snapshot_mount import (
     MemoryStore,
     Principal,
     Snapshot,
+    StaticAccounts,
     UpsertResult,
     create_app,
     hookimpl,
@@ -457,3 +459,24 @@ def test_entry_point_plugin_alone_can_provide_authentication(
     create_app(store, accounts=[ACCOUNT], entry_points=True)
     with pytest.raises(ConfigurationError, match="authenticate"):
         create_app(store, accounts=[ACCOUNT], entry_points=False)
+
+
+@pytest.mark.anyio
+async def test_a_plugin_passed_to_create_app_and_installed_is_used_once(
+    entry_point_plugin: str, store: MemoryStore
+) -> None:
+    installed = importlib.import_module(entry_point_plugin).plugin
+    app = create_app(store, installed, api_keys=[TOKEN], accounts=[ACCOUNT], entry_points=True)
+    manager = app.state.plugins.manager
+    assert [p for p in manager.get_plugins() if p is installed] == [installed]
+    async with client_for(app) as client:
+        response = await post_json(client, EXAMPLE_REQUEST, token="entry-point-token")
+    assert response.content == compact(EXAMPLE_APPLIED)
+    assert sys.modules[entry_point_plugin].CALLS == [(ACCOUNT, Principal("entry-point"))]
+
+
+def test_a_plugin_passed_twice_is_a_one_line_configuration_error(store: MemoryStore) -> None:
+    accounts = StaticAccounts([ACCOUNT])
+    with pytest.raises(ConfigurationError, match="passed twice") as raised:
+        create_app(store, accounts, accounts, api_keys=[TOKEN], entry_points=False)
+    assert "\n" not in str(raised.value)

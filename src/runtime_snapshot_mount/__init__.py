@@ -1,20 +1,22 @@
 """runtime-snapshot-mount: a mountable Starlette sub-app that keeps each account's newest
 runtime-strategy snapshot, with pluggy hooks for auth, accounts and storage."""
 
-from .app import DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_BODY_BYTES, UPSERT_PATH, create_app
+from .app import DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_BODY_BYTES, UPSERT_PATH, SnapshotApp, create_app
 from .freshness import is_stale
 from .hookspecs import hookimpl
 from .memory import MemoryStore
 from .operations import Metrics, RequestIdFilter, current_request_id
 from .plugins import ENTRY_POINT_GROUP, ConfigurationError, Plugins
-from .snapshot import Account, Principal, Snapshot, SnapshotRequest, UpsertResult
+from .snapshot import SNAPSHOT_FIELDS, Account, Principal, Snapshot, UpsertResult, parse_upsert
 from .static import StaticAccounts, StaticTokens, load_accounts_file
 from .timestamps import format_instant, parse_instant
+from .version import __version__
 
 __all__ = [
     "DEFAULT_BODY_TIMEOUT",
     "DEFAULT_MAX_BODY_BYTES",
     "ENTRY_POINT_GROUP",
+    "SNAPSHOT_FIELDS",
     "UPSERT_PATH",
     "Account",
     "ConfigurationError",
@@ -24,10 +26,11 @@ __all__ = [
     "Principal",
     "RequestIdFilter",
     "Snapshot",
-    "SnapshotRequest",
+    "SnapshotApp",
     "StaticAccounts",
     "StaticTokens",
     "UpsertResult",
+    "__version__",
     "create_app",
     "current_request_id",
     "format_instant",
@@ -35,4 +38,5 @@ __all__ = [
     "is_stale",
     "load_accounts_file",
     "parse_instant",
+    "parse_upsert",
 ]

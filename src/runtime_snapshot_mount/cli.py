@@ -1,4 +1,5 @@
-"""The ``runtime-snapshot-mount`` command: ``serve`` the endpoint, ``show`` a stored snapshot."""
+"""The ``runtime-snapshot-mount`` command: ``serve`` the endpoint, ``show`` a stored snapshot,
+``create-tables`` for a store."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from .memory import MemoryStoreOpener
 from .operations import RequestIdFilter
 from .plugins import ConfigurationError, Plugins
 from .static import AnyAccount, load_accounts_file
+from .version import __version__
 
 __all__ = ["DEFAULT_STORE", "main"]
 
@@ -33,6 +35,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="runtime-snapshot-mount",
         description="Serve POST /runtime-snapshots/upsert standalone, or show a stored snapshot.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="serve the endpoint on uvicorn")
     serve.add_argument("--host", default="127.0.0.1")
@@ -63,6 +66,12 @@ def _parser() -> argparse.ArgumentParser:
     show = commands.add_parser("show", help="print an account's stored snapshot as JSON")
     show.add_argument("account_id", metavar="ACCOUNT_ID")
     show.add_argument("--store", default=DEFAULT_STORE, help=f"store URL; {DEFAULT_STORE} if unset")
+    create_tables = commands.add_parser(
+        "create-tables", help="create the store's table if it is missing, without Alembic"
+    )
+    create_tables.add_argument(
+        "--store", default=DEFAULT_STORE, help=f"store URL; {DEFAULT_STORE} if unset"
+    )
     return parser
 
 
@@ -225,11 +234,28 @@ async def _show(account_id: str, url: str) -> dict[str, Any] | None:
     return None if snapshot is None else snapshot.to_json()
 
 
+def _create_tables_command(url: str) -> int:
+    """``create-tables``: create the store's table if it is missing (nothing else), then exit
+    0; exit 2 with one line when the store cannot be opened or reached."""
+    if url == "memory://":
+        return _fail(2, "memory:// keeps no tables: pass a SQLAlchemy URL as --store")
+    try:
+        asyncio.run(_create_tables(url))
+    except ConfigurationError as error:
+        return _fail(2, str(error))
+    except Exception as error:
+        return _fail(2, f"cannot create the table: {' '.join(str(error).split())[:300]}")
+    print("runtime-snapshot-mount: the snapshot table is in place", file=sys.stderr)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = _parser().parse_args(argv)
     if args.command == "serve":
         return _serve(args)
+    if args.command == "create-tables":
+        return _create_tables_command(args.store)
     try:
         found = asyncio.run(_show(args.account_id, args.store))
     except ConfigurationError as error:

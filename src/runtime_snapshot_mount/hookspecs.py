@@ -14,6 +14,23 @@ awaited result is not ``None``. Hook wrappers are not supported.
 
 An exception raised by any hook except the observers makes the request fail with SPEC's 500
 ``{"detail": "Unexpected update failure"}``; the traceback is logged, never sent.
+
+The store lifecycle
+-------------------
+A store instance lives on one event loop, and its hooks are called in this order:
+
+1. **open** -- the instance is made: by the host (``SQLAlchemyStore(engine)``) or, for the
+   command line, by :func:`store_from_url`. Nothing connects yet.
+2. **create tables** -- :func:`store_create_tables`, at most once per instance, before it
+   serves; optional (a host may use its own migrations instead).
+3. **serve** -- any number of concurrent :func:`store_upsert`, :func:`store_get` and
+   :func:`store_ping` calls, all on the loop of the first call.
+4. **close** -- :func:`store_close`, once, on that same loop; no call follows it.
+
+``runtime-snapshot-mount serve`` runs steps 1, 2 and 4 on a store of its own in the parent
+process before any worker starts (so tables are created once, not by racing workers), then in
+each worker process, on the server's event loop: 1 at start-up, 3 while serving, 4 at
+shutdown. A store made in one process is never used in another.
 """
 
 from __future__ import annotations
@@ -70,6 +87,17 @@ def store_get(account_id: str) -> Snapshot | None:
     """Return the snapshot stored for ``account_id``, or ``None`` if there is none."""
 
 
+@hookspec(firstresult=True)
+def store_ping() -> bool | None:
+    """Answer a cheap check that the store can serve (``SELECT 1``, say): ``True`` if it can.
+
+    Called by ``GET {mount}/healthz`` under a short timeout; ``False``, raising, or not
+    answering in time make it answer 503. Optional: without an implementation the health
+    check reads an account id that no request can store (the empty string) with
+    :func:`store_get`. First result.
+    """
+
+
 @hookspec
 def snapshot_applied(snapshot: Snapshot, principal: Any) -> None:
     """Observe a snapshot that the store applied, after the store call returned.
@@ -103,14 +131,18 @@ def request_finished(status: int, outcome: str, request_id: str, duration_s: flo
 def store_create_tables() -> None:
     """Create the store's tables (or other storage) if they are missing; a no-op otherwise.
 
-    Called by the command line's ``serve`` before it starts serving, once, in the parent
-    process. A host app that wants it calls ``app.state.plugins.store_create_tables()``.
+    Called by the command line's ``serve`` (and ``create-tables``) once, on a store instance of
+    its own, before any worker starts. A host app that wants it calls
+    ``await app.state.plugins.store_create_tables()``. Must be idempotent.
     """
 
 
 @hookspec
 def store_close() -> None:
-    """Release the store's connections; called when the standalone server shuts down."""
+    """Release the store's connections; the last call an instance gets (see the lifecycle).
+
+    Called when the standalone server shuts down, in each worker, on its event loop.
+    """
 
 
 @hookspec(firstresult=True)

@@ -19,19 +19,22 @@ from contextvars import ContextVar, Token
 from typing import Any
 
 __all__ = [
+    "ACCESS_LOGGER_NAME",
     "LOGGER_NAME",
     "OUTCOMES",
     "Metrics",
     "RequestIdFilter",
     "bind_request_id",
     "current_request_id",
+    "log_access",
     "new_request_id",
     "request_id_from_header",
     "unbind_request_id",
 ]
 
 LOGGER_NAME = "runtime_snapshot_mount"
-OUTCOMES = ("applied", "ignored", "rejected", "failed")
+ACCESS_LOGGER_NAME = "runtime_snapshot_mount.access"
+OUTCOMES = ("applied", "ignored", "read", "rejected", "failed")
 
 _SANE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}", re.ASCII)
 _request_id: ContextVar[str | None] = ContextVar("runtime_snapshot_mount_request_id", default=None)
@@ -79,6 +82,29 @@ def request_id_from_header(value: str | None) -> str:
     return new_request_id()
 
 
+_access = logging.getLogger(ACCESS_LOGGER_NAME)
+
+
+def log_access(scope: Any, status: int, outcome: str, duration_s: float) -> None:
+    """One access record for an answered request (in the request's logging context)."""
+    if not _access.isEnabledFor(logging.INFO):
+        return
+    method: str = scope.get("method", "-")
+    path: str = scope.get("path", "")
+    root_path: str = scope.get("root_path", "")
+    if not path.startswith(root_path):
+        path = root_path + path
+    duration_ms = round(duration_s * 1000, 3)
+    fields = {
+        "method": method,
+        "path": path,
+        "status": status,
+        "outcome": outcome,
+        "duration_ms": duration_ms,
+    }
+    _access.info("%s %s %d %s %.3fms", method, path, status, outcome, duration_ms, extra=fields)
+
+
 class RequestIdFilter(logging.Filter):
     """Sets ``record.request_id`` to the current request's id (``"-"`` outside a request).
 
@@ -96,15 +122,17 @@ class RequestIdFilter(logging.Filter):
 class Metrics:
     """Counters of what the app answered, kept on ``app.state.metrics`` for the host to read.
 
-    ``applied`` and ``ignored`` count 200 answers, ``rejected`` counts 4xx answers by status,
-    ``failed`` counts 500 answers. Updated on the event loop only; :meth:`snapshot` reads them.
+    ``applied`` and ``ignored`` count 200 answers of the upsert, ``read`` those of the
+    read-back, ``rejected`` counts 4xx answers by status, ``failed`` counts 5xx answers.
+    Updated on the event loop only; :meth:`snapshot` reads them.
     """
 
-    __slots__ = ("_rejected", "applied", "failed", "ignored")
+    __slots__ = ("_rejected", "applied", "failed", "ignored", "read")
 
     def __init__(self) -> None:
         self.applied = 0
         self.ignored = 0
+        self.read = 0
         self.failed = 0
         self._rejected: dict[int, int] = {}
 
@@ -114,16 +142,20 @@ class Metrics:
             self.applied += 1
         elif outcome == "ignored":
             self.ignored += 1
+        elif outcome == "read":
+            self.read += 1
         elif outcome == "failed":
             self.failed += 1
         else:
             self._rejected[status] = self._rejected.get(status, 0) + 1
 
     def snapshot(self) -> dict[str, Any]:
-        """The counters now: ``{"applied", "ignored", "rejected": {"401": n, ...}, "failed"}``."""
+        """The counters now: ``{"applied", "ignored", "read", "rejected": {"401": n, ...},
+        "failed"}``."""
         return {
             "applied": self.applied,
             "ignored": self.ignored,
+            "read": self.read,
             "rejected": {str(status): n for status, n in sorted(self._rejected.items())},
             "failed": self.failed,
         }

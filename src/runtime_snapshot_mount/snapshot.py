@@ -1,15 +1,29 @@
-"""The request model that validates an upsert body, and the value types the hooks exchange."""
+"""The snapshot: one definition that validates an upsert body, is what stores keep, and is what
+the OpenAPI document describes. Also the small value types the hooks exchange.
+
+:class:`Snapshot`'s annotations carry SPEC §3's field rules. pydantic builds one validator from
+them that turns the request's JSON bytes straight into a ``Snapshot`` (:func:`parse_upsert`), and
+the same annotations give the JSON schema of the request body.
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
-from pydantic_core import SchemaValidator
+from pydantic import (
+    AfterValidator,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    GetPydanticSchema,
+    TypeAdapter,
+    WithJsonSchema,
+)
+from pydantic_core import CoreSchema
 from pydantic_core import core_schema as cs
 
 from .timestamps import format_instant, parse_instant
@@ -17,16 +31,17 @@ from .timestamps import format_instant, parse_instant
 __all__ = [
     "MAX_PERSONALITY_DEPTH",
     "MAX_VERSION",
+    "SNAPSHOT_FIELDS",
     "Account",
     "Principal",
     "Snapshot",
-    "SnapshotRequest",
     "UpsertResult",
     "parse_upsert",
 ]
 
 MAX_VERSION = 2**63 - 1
 MAX_PERSONALITY_DEPTH = 32
+MAX_TEXT, MAX_LABEL, MAX_SKILLS = 255, 1000, 256
 
 
 def check_text(value: str) -> str:
@@ -69,81 +84,73 @@ def _check_personality(value: dict[str, Any]) -> dict[str, Any]:
     return value
 
 
-class SyncedAt(str):
-    """A ``strategy_synced_at`` string as the request sent it, with the instant it names."""
-
-    instant: datetime
-
-    def __new__(cls, text: str, instant: datetime) -> SyncedAt:
-        value = super().__new__(cls, text)
-        value.instant = instant
-        return value
+def _sent_instant(text: str, info: cs.ValidationInfo) -> datetime:
+    """The instant ``strategy_synced_at`` names; the text as sent goes to the caller's context
+    (a dict), since the applied answer repeats it unchanged."""
+    sent = info.context
+    if isinstance(sent, dict):
+        sent["strategy_synced_at"] = text
+    return parse_instant(text)
 
 
-def _check_synced_at(value: str) -> SyncedAt:
-    return SyncedAt(value, parse_instant(value))
+def _instant_schema(source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+    return cs.with_info_after_validator_function(_sent_instant, cs.str_schema(strict=True))
 
 
-# The field types of SPEC §3 as pydantic-core checks them, and with the checks that need Python.
-_MAX_TEXT, _MAX_LABEL, _MAX_SKILLS = 255, 1000, 256
-Text = Annotated[str, Field(min_length=1, max_length=_MAX_TEXT), AfterValidator(check_text)]
-Label = Annotated[str, Field(max_length=_MAX_LABEL), AfterValidator(check_text)]
+def _skills_schema(source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+    """A JSON array of texts, kept as a tuple (a stored snapshot is immutable)."""
+    items = handler.generate_schema(Annotated[list[Text], Field(max_length=MAX_SKILLS)])
+    return cs.no_info_after_validator_function(tuple, items)
 
 
-class SnapshotRequest(BaseModel):
-    """The body of ``POST /runtime-snapshots/upsert`` (SPEC §3); unknown fields are ignored."""
+# SPEC §3's field types.
+Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT), AfterValidator(check_text)]
+Label = Annotated[str, Field(max_length=MAX_LABEL), AfterValidator(check_text)]
+Version = Annotated[int, Field(ge=1, le=MAX_VERSION)]
+Instant = Annotated[
+    datetime,
+    GetPydanticSchema(_instant_schema),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "format": "date-time",
+            "description": "RFC 3339 date-time with an offset (Z or +HH:MM), returned unchanged.",
+            "examples": ["2026-03-22T08:30:00.000Z"],
+        }
+    ),
+]
+Skills = Annotated[tuple[str, ...], GetPydanticSchema(_skills_schema)]
+Personality = Annotated[
+    dict[str, Any],
+    AfterValidator(_check_personality),
+    Field(
+        description=(
+            "Any JSON object, at most 32 levels deep; stored and returned as the same JSON value."
+        )
+    ),
+]
 
-    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Snapshot:
+    """One account's runtime-strategy snapshot: the upsert body, validated, as stores keep it.
+
+    ``strategy_synced_at`` is an aware UTC instant at microsecond precision; ``active_skills``
+    is a tuple. Unknown fields of a body are ignored.
+    """
+
+    __pydantic_config__ = ConfigDict(strict=True, extra="ignore", title="SnapshotRequest")
 
     account_id: Text
     ugc_account_id: Text
     snapshot_id: Text
-    strategy_version: Annotated[int, Field(ge=1, le=MAX_VERSION)]
+    strategy_version: Version
     content_hash: Text
-    strategy_synced_at: Annotated[str, AfterValidator(_check_synced_at)]
-    """The request's string, unchanged (a :class:`SyncedAt` carrying its instant)."""
+    strategy_synced_at: Instant
     stage: Label | None = None
     active_action: Label | None = None
-    active_skills: Annotated[list[Text], Field(max_length=_MAX_SKILLS)] | None = None
-    personality: Annotated[dict[str, Any], AfterValidator(_check_personality)]
-
-    def to_snapshot(self) -> Snapshot:
-        """The stored value this request asks for."""
-        return Snapshot(
-            account_id=self.account_id,
-            ugc_account_id=self.ugc_account_id,
-            snapshot_id=self.snapshot_id,
-            strategy_version=self.strategy_version,
-            content_hash=self.content_hash,
-            strategy_synced_at=_instant(self.strategy_synced_at),
-            stage=self.stage,
-            active_action=self.active_action,
-            active_skills=None if self.active_skills is None else tuple(self.active_skills),
-            personality=self.personality,
-        )
-
-
-def _instant(text: str) -> datetime:
-    return text.instant if isinstance(text, SyncedAt) else parse_instant(text)
-
-
-@dataclass(frozen=True, slots=True)
-class Snapshot:
-    """One account's runtime-strategy snapshot as a store keeps it.
-
-    ``strategy_synced_at`` is an aware UTC instant at microsecond precision.
-    """
-
-    account_id: str
-    ugc_account_id: str
-    snapshot_id: str
-    strategy_version: int
-    content_hash: str
-    strategy_synced_at: datetime
-    stage: str | None
-    active_action: str | None
-    active_skills: tuple[str, ...] | None
-    personality: dict[str, Any]
+    active_skills: Skills | None = None
+    personality: Personality
 
     @property
     def freshness(self) -> tuple[int, datetime]:
@@ -151,37 +158,41 @@ class Snapshot:
         return (self.strategy_version, self.strategy_synced_at)
 
     def to_json(self) -> dict[str, Any]:
-        """The request fields as JSON values (``strategy_synced_at`` as RFC 3339 in UTC)."""
-        return {
-            "account_id": self.account_id,
-            "ugc_account_id": self.ugc_account_id,
-            "snapshot_id": self.snapshot_id,
-            "strategy_version": self.strategy_version,
-            "content_hash": self.content_hash,
-            "strategy_synced_at": format_instant(self.strategy_synced_at),
-            "stage": self.stage,
-            "active_action": self.active_action,
-            "active_skills": None if self.active_skills is None else list(self.active_skills),
-            "personality": self.personality,
-        }
+        """The fields as JSON values (``strategy_synced_at`` as RFC 3339 in UTC), in order."""
+        data = {name: getattr(self, name) for name in SNAPSHOT_FIELDS}
+        data["strategy_synced_at"] = format_instant(self.strategy_synced_at)
+        if self.active_skills is not None:
+            data["active_skills"] = list(self.active_skills)
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Snapshot:
-        """The snapshot that :meth:`to_json` gave ``data`` for: its inverse, for stores that keep
-        snapshots as JSON. ``data`` is trusted (what a store wrote); it is not validated."""
-        skills = data.get("active_skills")
-        return cls(
-            account_id=data["account_id"],
-            ugc_account_id=data["ugc_account_id"],
-            snapshot_id=data["snapshot_id"],
-            strategy_version=data["strategy_version"],
-            content_hash=data["content_hash"],
-            strategy_synced_at=parse_instant(data["strategy_synced_at"]),
-            stage=data.get("stage"),
-            active_action=data.get("active_action"),
-            active_skills=None if skills is None else tuple(skills),
-            personality=data["personality"],
-        )
+        """The inverse of :meth:`to_json`, for stores that keep snapshots as JSON. ``data`` is
+        trusted (what a store wrote); it is not validated."""
+        values = {name: data[name] for name in SNAPSHOT_FIELDS if name in data}
+        values["strategy_synced_at"] = parse_instant(data["strategy_synced_at"])
+        if values.get("active_skills") is not None:
+            values["active_skills"] = tuple(values["active_skills"])
+        return cls(**values)
+
+
+SNAPSHOT_FIELDS: tuple[str, ...] = tuple(field.name for field in fields(Snapshot))
+"""The names of a snapshot's fields, in order: the request's fields, and a store's columns."""
+
+SNAPSHOT_SCHEMA: TypeAdapter[Snapshot] = TypeAdapter(Snapshot)
+"""The validator and JSON schema built from :class:`Snapshot`'s annotations."""
+
+_validate_json = SNAPSHOT_SCHEMA.validate_json
+
+
+def parse_upsert(body: bytes) -> tuple[Snapshot, str]:
+    """The snapshot an upsert body asks to store, and its ``strategy_synced_at`` as sent.
+
+    Raises :class:`pydantic.ValidationError` listing every field that breaks its rule.
+    """
+    sent: dict[str, str] = {}
+    snapshot = _validate_json(body, context=sent)
+    return snapshot, sent["strategy_synced_at"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,75 +220,3 @@ class Principal:
     """Who a bearer token belongs to. Hosts may return any object of their own instead."""
 
     name: str
-
-
-def _sent_instant(text: str, info: cs.ValidationInfo) -> datetime:
-    """``strategy_synced_at``'s instant; the text as sent goes to the caller's context."""
-    sent: Any = info.context
-    sent["strategy_synced_at"] = text
-    return parse_instant(text)
-
-
-def _snapshot_validator() -> SchemaValidator:
-    """Builds a :class:`Snapshot` straight from JSON bytes with :class:`SnapshotRequest`'s
-    field rules, except the per-string U+0000/surrogate checks (see :func:`parse_upsert`)."""
-    text = cs.str_schema(min_length=1, max_length=_MAX_TEXT, strict=True)
-    label = cs.with_default_schema(
-        cs.nullable_schema(cs.str_schema(max_length=_MAX_LABEL, strict=True)), default=None
-    )
-    skills = cs.tuple_schema([text], variadic_item_index=0, max_length=_MAX_SKILLS, strict=True)
-    fields = [
-        cs.dataclass_field("account_id", text),
-        cs.dataclass_field("ugc_account_id", text),
-        cs.dataclass_field("snapshot_id", text),
-        cs.dataclass_field("strategy_version", cs.int_schema(ge=1, le=MAX_VERSION, strict=True)),
-        cs.dataclass_field("content_hash", text),
-        cs.dataclass_field(
-            "strategy_synced_at",
-            cs.with_info_after_validator_function(_sent_instant, cs.str_schema(strict=True)),
-        ),
-        cs.dataclass_field("stage", label),
-        cs.dataclass_field("active_action", label),
-        cs.dataclass_field(
-            "active_skills", cs.with_default_schema(cs.nullable_schema(skills), default=None)
-        ),
-        cs.dataclass_field(
-            "personality",
-            cs.no_info_after_validator_function(
-                _check_personality,
-                cs.dict_schema(cs.str_schema(strict=True), cs.any_schema(), strict=True),
-            ),
-        ),
-    ]
-    arguments = cs.dataclass_args_schema("Snapshot", fields, extra_behavior="ignore")
-    names = [field["name"] for field in fields]
-    schema = cs.dataclass_schema(Snapshot, arguments, names, slots=True, frozen=True, strict=True)
-    return SchemaValidator(schema)
-
-
-_validate_snapshot = _snapshot_validator().validate_json
-_ESCAPED_NUL = b"\\u0000"
-
-
-def parse_upsert(body: bytes) -> tuple[Snapshot, str]:
-    """The snapshot an upsert body asks to store, and its ``strategy_synced_at`` as sent.
-
-    Exactly :meth:`SnapshotRequest.model_validate_json` then
-    :meth:`~SnapshotRequest.to_snapshot`, raising the same :class:`~pydantic.ValidationError`;
-    most bodies take a shorter way there. The JSON parser already refuses lone surrogates, and
-    U+0000 can only arrive written as ``\\u0000``, so a body without that escape needs no
-    per-string check: pydantic-core checks the fields and builds the :class:`Snapshot` in one
-    pass, calling Python only to parse the time and walk the personality. Anything that pass
-    refuses, and every body with the escape, goes through :class:`SnapshotRequest`, which
-    gives the reasons.
-    """
-    if _ESCAPED_NUL not in body:
-        sent: dict[str, str] = {}
-        try:
-            snapshot: Snapshot = _validate_snapshot(body, context=sent)
-        except ValueError:  # pydantic-core's ValidationError is one
-            pass
-        else:
-            return snapshot, sent["strategy_synced_at"]
-    request = SnapshotRequest.model_validate_json(body)
-    return request.to_snapshot(), request.strategy_synced_at

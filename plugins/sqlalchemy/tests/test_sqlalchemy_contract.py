@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from runtime_snapshot_mount_sqlalchemy import SQLAlchemyStore, opener
-from runtime_snapshot_mount_sqlalchemy.upserts import DuplicateKeyUpsert, LockingUpsert
+from runtime_snapshot_mount_sqlalchemy.engines import AnyEngine
 from sqlalchemy import MetaData, Table, create_engine
 from support_sqlalchemy import Database, dispose, unique_name
 
@@ -61,10 +61,9 @@ class TestLockingUpsert(StoreContract):
     """The portable fallback (SELECT ... FOR UPDATE, then INSERT or UPDATE) on real row locks."""
 
     @staticmethod
-    def locking_store(database: Database, engine: object) -> SQLAlchemyStore:
-        store = SQLAlchemyStore(engine, table=database.table)  # type: ignore[arg-type]
-        store._upsert = LockingUpsert(store.table)  # force the fallback the dialect would not pick
-        return store
+    def locking_store(database: Database, engine: AnyEngine) -> SQLAlchemyStore:
+        # the fallback the dialect would not pick
+        return SQLAlchemyStore(engine, table=database.table, upsert="locking")
 
     @pytest.fixture
     async def store(self, server_database: Database, mode: str) -> AsyncIterator[SQLAlchemyStore]:
@@ -86,10 +85,8 @@ class TestMySQLUpsertWithoutReturning(StoreContract):
     """MySQL's path (no RETURNING: affected rows, else a locked read-back), run on MariaDB."""
 
     @staticmethod
-    def mysql_store(database: Database, engine: object) -> SQLAlchemyStore:
-        store = SQLAlchemyStore(engine, table=database.table)  # type: ignore[arg-type]
-        store._upsert = DuplicateKeyUpsert(store.table, returning=False)
-        return store
+    def mysql_store(database: Database, engine: AnyEngine) -> SQLAlchemyStore:
+        return SQLAlchemyStore(engine, table=database.table, upsert="duplicate-key-read-back")
 
     @pytest.fixture
     async def store(self, mariadb: Database, mode: str) -> AsyncIterator[SQLAlchemyStore]:

@@ -1,4 +1,5 @@
-"""Round trips: an applied upsert is exactly one statement on PostgreSQL, SQLite and MariaDB.
+"""Round trips: an applied upsert is exactly one statement on PostgreSQL, SQLite and MariaDB,
+and so is an ignored one on PostgreSQL and MariaDB.
 
 Counted with SQLAlchemy's ``before_cursor_execute`` event, which sees every statement the
 store sends (``BEGIN``/``COMMIT`` are not statements: PostgreSQL runs the upsert in
@@ -23,9 +24,9 @@ from runtime_snapshot_mount.testing import make_snapshot, new_account_id
 
 pytestmark = pytest.mark.anyio
 
-# Statements for an ignored upsert: the write, then (without RETURNING) a read of the
-# later snapshot that kept it out. MariaDB's RETURNING gives that row in the same statement.
-IGNORED_STATEMENTS = {"sqlite": 2, "postgres": 2, "mariadb": 1}
+# Statements for an ignored upsert: PostgreSQL's statement selects the later snapshot that
+# kept it out, MariaDB's RETURNING gives that row; SQLite reads it with a second statement.
+IGNORED_STATEMENTS = {"sqlite": 2, "postgres": 1, "mariadb": 1}
 
 
 @contextlib.contextmanager
@@ -69,7 +70,7 @@ async def test_an_applied_upsert_is_one_statement(database: Database, mode: str)
             assert (await plugins.store_upsert(make_snapshot(account_id, 2))).applied
     print(f"\n{database.backend}/{mode}: one upsert sends\n  {updated[0]}")
     assert (len(inserted), len(updated), len(replayed)) == (1, 1, 1)
-    assert updated[0].lstrip().upper().startswith("INSERT")
+    assert "INSERT INTO" in updated[0].upper()
 
 
 async def test_an_ignored_upsert_costs_at_most_one_more_statement(

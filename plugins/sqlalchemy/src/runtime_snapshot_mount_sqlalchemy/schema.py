@@ -17,6 +17,7 @@ compares, and so that every value the core accepts is stored unchanged:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping
 from datetime import datetime, timezone
@@ -38,26 +39,18 @@ __all__ = [
     "DEFAULT_TABLE_NAME",
     "AccountKey",
     "JSONText",
+    "SnapshotJSON",
     "UTCDateTime",
     "check_table",
     "snapshot_from_row",
+    "snapshot_json",
     "snapshot_table",
     "snapshot_values",
 ]
 
 DEFAULT_TABLE_NAME = "runtime_snapshots"
-COLUMNS = (
-    "account_id",
-    "ugc_account_id",
-    "snapshot_id",
-    "strategy_version",
-    "content_hash",
-    "strategy_synced_at",
-    "stage",
-    "active_action",
-    "active_skills",
-    "personality",
-)
+COLUMNS = tuple(field.name for field in dataclasses.fields(Snapshot))
+"""The table's columns: one per field of :class:`~runtime_snapshot_mount.Snapshot`, named alike."""
 _MYSQL_DIALECTS = ("mysql", "mariadb")
 _TEXT_LENGTH = 255
 _LABEL_LENGTH = 1000
@@ -160,10 +153,15 @@ class JSONText(TypeDecorator[Any]):
         return None if value is None else json.loads(value)
 
 
-def _json() -> TypeEngine[Any]:
+class SnapshotJSON(JSON):
+    """SQLAlchemy's ``JSON``, under a name of its own so that Alembic migrations can render the
+    columns that use it as :func:`snapshot_json` (see :mod:`.migrations`)."""
+
+
+def snapshot_json() -> TypeEngine[Any]:
     """JSON; ``JSONB`` on PostgreSQL, JSON text on MySQL/MariaDB; ``None`` is SQL ``NULL``."""
     return (
-        JSON(none_as_null=True)
+        SnapshotJSON(none_as_null=True)
         .with_variant(postgresql.JSONB(none_as_null=True), "postgresql")
         .with_variant(JSONText(), *_MYSQL_DIALECTS)
     )
@@ -189,8 +187,8 @@ def snapshot_table(
         Column("strategy_synced_at", UTCDateTime(), nullable=False),
         Column("stage", String(_LABEL_LENGTH), nullable=True),
         Column("active_action", String(_LABEL_LENGTH), nullable=True),
-        Column("active_skills", _json(), nullable=True),
-        Column("personality", _json(), nullable=False),
+        Column("active_skills", snapshot_json(), nullable=True),
+        Column("personality", snapshot_json(), nullable=False),
         schema=schema,
         mysql_engine="InnoDB",
         mysql_charset="utf8mb4",
@@ -210,34 +208,18 @@ def check_table(table: Table) -> Table:
 
 
 def snapshot_values(snapshot: Snapshot) -> dict[str, Any]:
-    """The row that stores ``snapshot``, as bind parameters keyed by column name."""
-    skills = snapshot.active_skills
-    return {
-        "account_id": snapshot.account_id,
-        "ugc_account_id": snapshot.ugc_account_id,
-        "snapshot_id": snapshot.snapshot_id,
-        "strategy_version": snapshot.strategy_version,
-        "content_hash": snapshot.content_hash,
-        "strategy_synced_at": snapshot.strategy_synced_at,
-        "stage": snapshot.stage,
-        "active_action": snapshot.active_action,
-        "active_skills": None if skills is None else list(skills),
-        "personality": snapshot.personality,
-    }
+    """The row that stores ``snapshot``, as bind parameters keyed by column name (the skills
+    as a JSON list)."""
+    values = {name: getattr(snapshot, name) for name in COLUMNS}
+    if snapshot.active_skills is not None:
+        values["active_skills"] = list(snapshot.active_skills)
+    return values
 
 
 def snapshot_from_row(row: Mapping[Any, Any]) -> Snapshot:
     """The snapshot that a row of the table (as a mapping of column name to value) stores."""
-    skills = row["active_skills"]
-    return Snapshot(
-        account_id=row["account_id"],
-        ugc_account_id=row["ugc_account_id"],
-        snapshot_id=row["snapshot_id"],
-        strategy_version=int(row["strategy_version"]),
-        content_hash=row["content_hash"],
-        strategy_synced_at=row["strategy_synced_at"],
-        stage=row["stage"],
-        active_action=row["active_action"],
-        active_skills=None if skills is None else tuple(skills),
-        personality=row["personality"],
-    )
+    values = {name: row[name] for name in COLUMNS}
+    values["strategy_version"] = int(values["strategy_version"])
+    if values["active_skills"] is not None:
+        values["active_skills"] = tuple(values["active_skills"])
+    return Snapshot(**values)

@@ -9,17 +9,18 @@ from functools import partial
 from typing import Any, TypeVar
 
 import anyio
-from sqlalchemy import URL, MetaData, Table
+from sqlalchemy import URL, MetaData, Table, make_url
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.schema import CreateTable
 
 from runtime_snapshot_mount import Snapshot, UpsertResult, hookimpl
 
+from .asyncpg_upsert import AsyncpgUpsert, connect_options
 from .engines import AnyEngine, EngineRunner, create_store_engine, retry_transient
-from .fast_path import AsyncpgUpsert, asyncpg_upsert
 from .schema import DEFAULT_TABLE_NAME, check_table, snapshot_from_row, snapshot_table
-from .upserts import Upsert, choose_upsert, read_ignored, select_current
+from .sqlite_writer import SQLiteWriter, writer_for_url
+from .upserts import UPSERTS, Upsert, UpsertName, choose_upsert, select_current
 
 __all__ = ["DEFAULT_ATTEMPTS", "SQLAlchemyStore"]
 
@@ -41,10 +42,22 @@ class SQLAlchemyStore:
     timeouts, serialization failures, a busy SQLite file and dropped connections are retried,
     ``attempts`` tries in all, and then raised (the app answers 500).
 
-    On an ``AsyncEngine`` with the asyncpg driver the upsert is one asyncpg call on a
-    connection of the engine's pool (see :mod:`~runtime_snapshot_mount_sqlalchemy.fast_path`),
-    unless the engine's statements are observed (cursor or execute event listeners, ``echo``),
-    in which case it runs through SQLAlchemy like on every other driver.
+    ``upsert`` names the statement (see :data:`~runtime_snapshot_mount_sqlalchemy.upserts.
+    UPSERTS`): ``"auto"`` picks the dialect's own; ``"locking"`` (``SELECT ... FOR UPDATE``,
+    then ``INSERT`` or ``UPDATE``) works wherever rows can be locked.
+
+    Made from a ``postgresql+asyncpg://`` URL with ``upsert="auto"``, the store also owns an
+    asyncpg pool (see :mod:`~runtime_snapshot_mount_sqlalchemy.asyncpg_upsert`), on which
+    its upserts and reads run as single asyncpg calls; its engine then serves only
+    :meth:`store_create_tables`. A host's engine, of any driver, runs every statement
+    through SQLAlchemy, so the host's pool settings, events and logging apply.
+
+    Made from a ``sqlite:///FILE`` URL (the command line's default store), the store's upserts
+    go through a :class:`~runtime_snapshot_mount_sqlalchemy.sqlite_writer.SQLiteWriter`: one
+    thread that commits every upsert waiting at that moment in one transaction (group commit);
+    ``?synchronous=normal`` on the URL trades power-loss durability for speed. A host's own
+    engine keeps one transaction per upsert unless ``writer`` is given (a writer on the same
+    file and table). Reads always go through the engine.
 
     Pass the store to ``create_app``; it is deliberately not an entry-point plugin.
     """
@@ -56,15 +69,24 @@ class SQLAlchemyStore:
         table: Table | None = None,
         table_name: str = DEFAULT_TABLE_NAME,
         attempts: int = DEFAULT_ATTEMPTS,
+        upsert: UpsertName = "auto",
+        writer: SQLiteWriter | None = None,
     ) -> None:
         if attempts < 1:
             raise ValueError("attempts must be at least 1")
-        self.owns_engine = isinstance(engine, str | URL)
-        self.engine = create_store_engine(engine) if isinstance(engine, str | URL) else engine
+        if upsert not in UPSERTS:
+            raise ValueError(f"upsert must be one of {', '.join(UPSERTS)}, not {upsert!r}")
         self.table = (
             check_table(table) if table is not None else snapshot_table(MetaData(), table_name)
         )
+        self.owns_engine = isinstance(engine, str | URL)
+        if isinstance(engine, str | URL) and upsert == "auto":
+            engine, url_writer = writer_for_url(engine, self.table)
+            writer = writer or url_writer
+        self.writer = writer
+        self.engine = create_store_engine(engine) if isinstance(engine, str | URL) else engine
         self.attempts = attempts
+        self.upsert = upsert
         self._runner = EngineRunner(self.engine)
         self._select = select_current(self.table)
         self._upsert: Upsert | None = None
@@ -78,9 +100,11 @@ class SQLAlchemyStore:
         self._writing_thread: AbstractContextManager[Any] = (
             threading.Lock() if sqlite and not asynchronous else nullcontext()
         )
-        self._fast = asyncpg_upsert(self.engine, self.table, lease=self.owns_engine)
-        if self._fast is not None:  # the normal path (when taken) runs the same statement
-            self._upsert = self._fast.upsert
+        self.asyncpg: AsyncpgUpsert | None = None
+        if isinstance(engine, str | URL) and upsert == "auto":
+            url = make_url(engine)
+            if (url.get_backend_name(), url.get_driver_name()) == ("postgresql", "asyncpg"):
+                self.asyncpg = AsyncpgUpsert(self.table, connect_options(url))
 
     def __repr__(self) -> str:
         url = self.engine.url.render_as_string(hide_password=True)
@@ -89,9 +113,10 @@ class SQLAlchemyStore:
     @hookimpl
     async def store_upsert(self, snapshot: Snapshot) -> UpsertResult:
         """Apply ``snapshot`` unless a later one is stored, atomically (see ``upserts``)."""
-        fast = self._fast
-        if fast is not None and fast.upsert is self._upsert and fast.usable():
-            return await retry_transient(partial(self._upsert_fast, fast, snapshot), self.attempts)
+        if self.writer is not None:
+            return await retry_transient(partial(self.writer.upsert, snapshot), self.attempts)
+        if self.asyncpg is not None:
+            return await retry_transient(partial(self.asyncpg.upsert, snapshot), self.attempts)
         work = partial(self._upsert_on, snapshot)
         attempt = partial(self._runner.run, work)
         if self._writing_task is not None:
@@ -101,6 +126,8 @@ class SQLAlchemyStore:
     @hookimpl
     async def store_get(self, account_id: str) -> Snapshot | None:
         """The snapshot stored for ``account_id``, or ``None``."""
+        if self.asyncpg is not None:
+            return await retry_transient(partial(self.asyncpg.get, account_id), self.attempts)
         work = partial(self._read_on, account_id)
         return await retry_transient(partial(self._runner.run, work), self.attempts)
 
@@ -112,26 +139,19 @@ class SQLAlchemyStore:
 
     @hookimpl
     async def store_close(self) -> None:
-        """Give back the connections kept between upserts, and dispose of the engine if the
-        store made it; a host's engine is the host's."""
-        if self._fast is not None:
-            await self._fast.close()
+        """Stop the SQLite writer (it answers its queued upserts first) and close the
+        asyncpg pool, if the store has them, and dispose of the engine if the store made it;
+        a host's engine is the host's."""
+        if self.writer is not None:
+            await self.writer.close()
+        if self.asyncpg is not None:
+            await self.asyncpg.close()
         if self.owns_engine:
             await self._runner.dispose()
 
-    async def _upsert_fast(self, fast: AsyncpgUpsert, snapshot: Snapshot) -> UpsertResult:
-        """One asyncpg call when applied; when ignored, the later snapshot read as usual."""
-        if await fast.apply(snapshot):
-            return UpsertResult(applied=True, current=snapshot)
-        return await self._runner.run(partial(self._read_ignored_on, snapshot))
-
-    def _read_ignored_on(self, snapshot: Snapshot, connection: Connection) -> UpsertResult:
-        _single_statement(connection)
-        return read_ignored(connection, self._select, snapshot)
-
     def _upsert_on(self, snapshot: Snapshot, connection: Connection) -> UpsertResult:
         if self._upsert is None:  # chosen once connected, when the server version is known
-            self._upsert = choose_upsert(connection.dialect, self.table)
+            self._upsert = choose_upsert(connection.dialect, self.table, self.upsert)
         with self._writing_thread:
             return self._upsert(connection, snapshot)
 

@@ -4,21 +4,39 @@ Every strategy is a callable ``(connection, snapshot) -> UpsertResult`` built on
 (statements are prebuilt, so each request only binds parameters and hits SQLAlchemy's
 compiled cache). :func:`choose_upsert` picks one for a dialect:
 
-* PostgreSQL and SQLite -- :class:`OnConflictUpsert`: ``INSERT ... ON CONFLICT (account_id)
-  DO UPDATE SET ... WHERE <not stale> RETURNING strategy_version``. A returned row means
-  applied: one statement. No row means the ``WHERE`` kept a later snapshot, which one more
-  ``SELECT`` reads.
+* PostgreSQL -- :class:`AnsweringUpsert`: the ``ON CONFLICT`` upsert below in a ``WITH``
+  clause, whose main query brings back the stored row when the upsert was ignored: one
+  statement either way.
+* SQLite -- :class:`OnConflictUpsert`: ``INSERT ... ON CONFLICT (account_id) DO UPDATE SET
+  ... WHERE <not stale> RETURNING strategy_version``. A returned row means applied: one
+  statement. No row means the ``WHERE`` kept a later snapshot, which one more ``SELECT``
+  reads.
 * MariaDB 10.5+ -- :class:`DuplicateKeyUpsert` with ``RETURNING``; MySQL -- without it, then
   reading the row back while the transaction still holds its lock.
 * Anything else -- :class:`LockingUpsert`: ``SELECT ... FOR UPDATE``, then ``INSERT`` or
   ``UPDATE``, in one transaction.
+
+``SQLAlchemyStore(..., upsert=NAME)`` forces one of them by its name in :data:`UPSERTS`.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
-from sqlalchemy import Select, Table, and_, bindparam, case, exc, insert, or_, select, update
+from sqlalchemy import (
+    Select,
+    Table,
+    and_,
+    bindparam,
+    case,
+    exc,
+    func,
+    insert,
+    literal_column,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.sql import Executable
@@ -30,15 +48,26 @@ from .engines import LostRace
 from .schema import COLUMNS, snapshot_from_row, snapshot_values
 
 __all__ = [
+    "UPSERTS",
+    "AnsweringUpsert",
     "DuplicateKeyUpsert",
     "LockingUpsert",
     "OnConflictUpsert",
     "Upsert",
+    "UpsertName",
     "choose_upsert",
     "read_ignored",
     "select_current",
 ]
 
+UpsertName = Literal["auto", "on-conflict", "duplicate-key", "duplicate-key-read-back", "locking"]
+UPSERTS: tuple[UpsertName, ...] = (
+    "auto",  # the dialect's own (and, on a URL store with asyncpg, the asyncpg upsert)
+    "on-conflict",  # INSERT ... ON CONFLICT: PostgreSQL, SQLite
+    "duplicate-key",  # INSERT ... ON DUPLICATE KEY UPDATE, with RETURNING where the server has it
+    "duplicate-key-read-back",  # the same without RETURNING (MySQL's): a locked read-back
+    "locking",  # SELECT ... FOR UPDATE, then INSERT or UPDATE: any database with row locks
+)
 _FRESHNESS = ("strategy_synced_at", "strategy_version")  # compared by the stale rule
 _UPDATED = [name for name in COLUMNS if name != "account_id"]
 
@@ -51,15 +80,22 @@ class Upsert(Protocol):
         ...
 
 
-def choose_upsert(dialect: Dialect, table: Table) -> Upsert:
-    """The upsert for ``dialect`` (read once the dialect has connected, so that MariaDB's
-    ``RETURNING`` is known)."""
-    if dialect.name == "postgresql":
-        return OnConflictUpsert(table, "postgresql")
-    if dialect.name == "sqlite":
-        return OnConflictUpsert(table, "sqlite")
-    if dialect.name in ("mysql", "mariadb"):
+def choose_upsert(dialect: Dialect, table: Table, name: UpsertName = "auto") -> Upsert:
+    """The upsert called ``name`` (see :data:`UPSERTS`), or with ``"auto"`` the one for
+    ``dialect``; chosen once the dialect has connected, so that MariaDB's ``RETURNING`` is
+    known."""
+    if name == "locking":
+        return LockingUpsert(table)
+    if name == "duplicate-key-read-back":
+        return DuplicateKeyUpsert(table, returning=False)
+    if name == "duplicate-key" or (name == "auto" and dialect.name in ("mysql", "mariadb")):
         return DuplicateKeyUpsert(table, returning=dialect.insert_returning)
+    if dialect.name == "postgresql":
+        return AnsweringUpsert(table)
+    if dialect.name == "sqlite":
+        return OnConflictUpsert(table)
+    if name == "on-conflict":
+        raise ValueError(f"{dialect.name} has no INSERT ... ON CONFLICT")
     return LockingUpsert(table)
 
 
@@ -109,17 +145,14 @@ def _result_from_row(snapshot: Snapshot, row: Any) -> UpsertResult:
 
 
 class OnConflictUpsert:
-    """PostgreSQL and SQLite: ``INSERT ... ON CONFLICT DO UPDATE ... WHERE <not stale>``.
+    """SQLite: ``INSERT ... ON CONFLICT DO UPDATE ... WHERE <not stale> RETURNING``.
 
-    On PostgreSQL the statement runs in autocommit mode -- a single statement is atomic by
-    itself, and no ``BEGIN``/``COMMIT`` round trips are spent. On SQLite it runs in a
-    transaction that a write opens, so SQLite takes its write lock first and the busy
-    timeout applies.
+    It runs in a transaction that the write opens, so SQLite takes its write lock first and
+    the busy timeout applies.
     """
 
-    def __init__(self, table: Table, dialect_name: str) -> None:
-        dml = postgresql if dialect_name == "postgresql" else sqlite
-        statement = dml.insert(table)
+    def __init__(self, table: Table) -> None:
+        statement = sqlite.insert(table)
         excluded = statement.excluded
         self.statement = statement.on_conflict_do_update(
             index_elements=[table.c.account_id],
@@ -127,15 +160,68 @@ class OnConflictUpsert:
             where=_not_stale(table.c, excluded.strategy_version, excluded.strategy_synced_at),
         ).returning(table.c.strategy_version)
         self.select = select_current(table)
-        self.autocommit = dialect_name == "postgresql"
 
     def __call__(self, connection: Connection, snapshot: Snapshot) -> UpsertResult:
         """One statement when applied; a second (``SELECT``) when ignored."""
-        if self.autocommit:
-            connection.execution_options(isolation_level="AUTOCOMMIT")
         with connection.begin():
             if connection.execute(self.statement, snapshot_values(snapshot)).first():
                 return UpsertResult(applied=True, current=snapshot)
+            return read_ignored(connection, self.select, snapshot)
+
+
+class AnsweringUpsert:
+    """PostgreSQL: the ``ON CONFLICT`` upsert that also answers when it was ignored.
+
+    ::
+
+        WITH written AS (INSERT ... ON CONFLICT (account_id) DO UPDATE SET ...
+                         WHERE <not stale> RETURNING account_id)
+        SELECT w.applied, stored.<columns>
+        FROM (SELECT count(*) AS applied FROM written) AS w
+        LEFT OUTER JOIN <table> AS stored ON stored.account_id = :account_id AND w.applied = 0
+
+    One row always comes back: ``applied`` 1, or 0 with the stored row. That row is read in
+    the statement's snapshot, which can predate the later row that kept this one out (one
+    committed meanwhile by a concurrent writer), so a row that does not justify the ignore
+    (missing, or not later than the incoming snapshot) is read again, in a statement of its
+    own. It runs in autocommit mode: a single statement is atomic by itself, and no
+    ``BEGIN``/``COMMIT`` round trips are spent.
+    """
+
+    def __init__(self, table: Table) -> None:
+        values = {name: bindparam(name, type_=table.c[name].type) for name in COLUMNS}
+        upsert = postgresql.insert(table).values(values)
+        excluded = upsert.excluded
+        written = (
+            upsert.on_conflict_do_update(
+                index_elements=[table.c.account_id],
+                set_={name: excluded[name] for name in _UPDATED},
+                where=_not_stale(table.c, excluded.strategy_version, excluded.strategy_synced_at),
+            )
+            .returning(table.c.account_id)
+            .cte("written")
+        )
+        outcome = select(func.count().label("applied")).select_from(written).subquery("w")
+        stored = table.alias("stored")
+        ignored = outcome.c.applied == literal_column("0")
+        same_account = stored.c.account_id == values["account_id"]
+        joined = outcome.outerjoin(stored, and_(same_account, ignored))
+        self.statement = select(
+            outcome.c.applied, *(stored.c[name] for name in COLUMNS)
+        ).select_from(joined)
+        self.select = select_current(table)
+
+    def __call__(self, connection: Connection, snapshot: Snapshot) -> UpsertResult:
+        """One statement, applied or ignored; rarely a second (``SELECT``) when ignored."""
+        connection.execution_options(isolation_level="AUTOCOMMIT")
+        with connection.begin():
+            row = connection.execute(self.statement, snapshot_values(snapshot)).mappings().one()
+            if row["applied"]:
+                return UpsertResult(applied=True, current=snapshot)
+            if row["account_id"] is not None:
+                current = snapshot_from_row(row)
+                if is_stale(snapshot, current):
+                    return UpsertResult(applied=False, current=current)
             return read_ignored(connection, self.select, snapshot)
 
 

@@ -1,0 +1,184 @@
+"""The sub-app's endpoints. :class:`UpsertEndpoint` is SPEC §2 top to bottom:
+token -> size -> body -> account -> store -> observers -> answer.
+
+Every endpoint answers through :meth:`Endpoint.__call__`: the request gets an id (bound for
+logging, echoed in ``X-Request-ID``), and its answer is counted, told to ``request_finished``
+observers, and written to the access log, then sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import traceback
+from time import perf_counter
+
+from pydantic import ValidationError
+from starlette.types import Receive, Scope, Send
+
+from . import answers
+from .answers import Answer
+from .body import BodyTooLarge, ClientDisconnect, RequestHeaders, is_json, read_body
+from .deadline import BodyDeadline
+from .operations import (
+    LOGGER_NAME,
+    Metrics,
+    bind_request_id,
+    current_request_id,
+    log_access,
+    request_id_from_header,
+    unbind_request_id,
+)
+from .plugins import Plugins
+from .snapshot import parse_upsert
+
+__all__ = ["Endpoint", "HealthEndpoint", "ReadEndpoint", "RouteError", "UpsertEndpoint"]
+
+HEALTH_TIMEOUT = 2.0
+logger = logging.getLogger(LOGGER_NAME)
+
+
+class Endpoint:
+    """An ASGI endpoint of one app: subclasses say how to :meth:`answer` a request.
+
+    ``observed``: whether its answers are counted and told to ``request_finished``.
+    """
+
+    observed = True
+
+    def __init__(self, plugins: Plugins, metrics: Metrics) -> None:
+        self.plugins = plugins
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = RequestHeaders(scope)
+        request_id = request_id_from_header(headers.request_id)
+        bound = bind_request_id(request_id)
+        try:
+            started = perf_counter()
+            answer = await self.answer(scope, headers, receive)
+            elapsed = perf_counter() - started
+            if self.observed:
+                self.metrics.count(answer.status, answer.outcome)
+            if self.observed and self.plugins.observes_requests:
+                await self.plugins.request_finished(
+                    answer.status, answer.outcome, request_id, elapsed
+                )
+            log_access(scope, answer.status, answer.outcome, elapsed)
+        finally:
+            unbind_request_id(bound)
+        await answer.send(send, request_id)
+
+    async def answer(self, scope: Scope, headers: RequestHeaders, receive: Receive) -> Answer:
+        raise NotImplementedError
+
+
+class UpsertEndpoint(Endpoint):
+    """``POST {mount}/runtime-snapshots/upsert``."""
+
+    def __init__(
+        self,
+        plugins: Plugins,
+        metrics: Metrics,
+        *,
+        max_body_bytes: int,
+        body_timeout: float | None,
+    ) -> None:
+        super().__init__(plugins, metrics)
+        self.max_body_bytes = max_body_bytes
+        self.deadline = BodyDeadline(body_timeout)
+
+    async def answer(self, scope: Scope, headers: RequestHeaders, receive: Receive) -> Answer:
+        plugins = self.plugins
+        token = headers.bearer_token()
+        try:
+            principal = None if token is None else await plugins.authenticate(token)
+            if principal is None:
+                return answers.UNAUTHORIZED
+            try:
+                with self.deadline.limit():
+                    body = await read_body(receive, headers, self.max_body_bytes)
+            except BodyTooLarge:
+                return answers.too_large(self.max_body_bytes)
+            except TimeoutError:  # a client trickling its body; the store is never called
+                return answers.BODY_TIMEOUT
+            if not is_json(headers.content_type):
+                return answers.WRONG_CONTENT_TYPE
+            try:
+                snapshot, synced_at = parse_upsert(body)
+            except ValidationError as error:
+                return answers.invalid(error)
+            account = await plugins.get_account(snapshot.account_id, principal)
+            if account is None or not account.active:
+                return answers.ACCOUNT_NOT_FOUND
+            result = await plugins.store_upsert(snapshot)
+        except ClientDisconnect:
+            return answers.DISCONNECTED
+        except Exception as error:
+            log_failure(error, token)
+            return answers.FAILED
+        if result.applied:
+            await plugins.snapshot_applied(snapshot, principal)
+            return answers.applied(snapshot, synced_at)
+        await plugins.snapshot_ignored(snapshot, result.current, principal)
+        return answers.ignored(snapshot)
+
+
+class ReadEndpoint(Endpoint):
+    """``GET {mount}/runtime-snapshots/{account_id}`` (opt-in): the same token check and account
+    visibility as the upsert, then the stored snapshot."""
+
+    async def answer(self, scope: Scope, headers: RequestHeaders, receive: Receive) -> Answer:
+        plugins = self.plugins
+        token = headers.bearer_token()
+        try:
+            principal = None if token is None else await plugins.authenticate(token)
+            if principal is None:
+                return answers.UNAUTHORIZED
+            account_id: str = scope["path_params"]["account_id"]
+            account = await plugins.get_account(account_id, principal)
+            if account is None or not account.active:
+                return answers.ACCOUNT_NOT_FOUND
+            snapshot = await plugins.store_get(account_id)
+        except Exception as error:
+            log_failure(error, token)
+            return answers.FAILED
+        return answers.SNAPSHOT_NOT_FOUND if snapshot is None else answers.stored(snapshot)
+
+
+class HealthEndpoint(Endpoint):
+    """``GET {mount}/healthz``: 200 when the store answers a cheap check in time, else 503.
+    No token; not counted (probes would drown the counters)."""
+
+    observed = False
+
+    async def answer(self, scope: Scope, headers: RequestHeaders, receive: Receive) -> Answer:
+        try:
+            healthy = await asyncio.wait_for(self.plugins.store_ping(), HEALTH_TIMEOUT)
+        except Exception:
+            logger.warning("health check: the store did not answer", exc_info=True)
+            return answers.UNAVAILABLE
+        return answers.HEALTHY if healthy else answers.UNAVAILABLE
+
+
+class RouteError(Endpoint):
+    """What the router answers itself: 404 for an unknown path, 405 for another method."""
+
+    def __init__(self, plugins: Plugins, metrics: Metrics, answer: Answer) -> None:
+        super().__init__(plugins, metrics)
+        self.fixed = answer
+
+    async def answer(self, scope: Scope, headers: RequestHeaders, receive: Receive) -> Answer:
+        return self.fixed
+
+
+def log_failure(error: Exception, token: str | None) -> None:
+    """One log line with the traceback; the request's bearer token never appears in it."""
+    message = "request failed; answered 500 (request %s)"
+    if token:
+        text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+        if token in text:
+            redacted = text.replace(token, "[redacted token]").rstrip()
+            logger.error(message + "\n%s", current_request_id(), redacted)
+            return
+    logger.exception(message, current_request_id())
