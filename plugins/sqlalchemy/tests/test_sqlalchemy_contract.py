@@ -20,25 +20,6 @@ from support_sqlalchemy import Database, dispose, unique_name
 from runtime_snapshot_mount.testing import OpenerContract, StoreContract
 
 OTHER_MODE = {"async": "sync", "sync": "async"}
-ASYNCPG_INFINITY = (
-    "known defect: through asyncpg the store writes 0001-01-01T00:00:00Z and "
-    "9999-12-31T23:59:59.999999Z as -infinity and infinity (asyncpg's codec maps datetime.min "
-    "and datetime.max to them), which psycopg cannot read and which compare unequal to the "
-    "same instants written by psycopg"
-)
-
-
-@pytest.fixture(autouse=True)
-def known_asyncpg_infinity(request: pytest.FixtureRequest) -> None:
-    """Mark the kit's cross-driver instant test on PostgreSQL as a strict expected failure
-    until the store binds the range's ends as timestamps; it fails the run once it passes."""
-    callspec = getattr(request.node, "callspec", None)
-    if (
-        request.node.originalname == "test_another_instance_reads_and_compares_instants_as_written"
-        and callspec is not None
-        and "postgres" in callspec.id
-    ):
-        request.applymarker(pytest.mark.xfail(strict=True, reason=ASYNCPG_INFINITY))
 
 
 class TestSQLAlchemyStore(StoreContract):
