@@ -8,13 +8,34 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from runtime_snapshot_mount import MemoryStore
-from runtime_snapshot_mount.testing import StoreContract, make_snapshot, new_account_id
+from runtime_snapshot_mount.memory import MemoryStoreOpener
+from runtime_snapshot_mount.testing import (
+    OpenerContract,
+    StoreContract,
+    make_snapshot,
+    new_account_id,
+)
 
 
 class TestMemoryStore(StoreContract):
     @pytest.fixture
     def store(self) -> MemoryStore:
         return MemoryStore()
+
+    @pytest.fixture
+    def another_store(self, store: MemoryStore) -> MemoryStore:
+        """The memory store's storage is the instance itself: no other instance shares it."""
+        return store
+
+
+class TestMemoryStoreOpener(OpenerContract):
+    @pytest.fixture
+    def opener(self) -> MemoryStoreOpener:
+        return MemoryStoreOpener()
+
+    @pytest.fixture
+    def opener_url(self) -> str:
+        return "memory://"
 
 
 def test_hook_calls_from_many_threads_keep_the_greatest_snapshot() -> None:

@@ -1,14 +1,25 @@
-"""The core's conformance kit against every backend, with an async and a sync engine."""
+"""The core's conformance kit against every backend, with an async and a sync engine.
+
+Each class gives the kit ``another_store``: a second store with its own engine (its own
+connection pool, and on SQLite its own writer lock) on the same table, as another process
+would open it, so the kit proves the upsert atomic across instances as well as inside one.
+The second store uses the other kind of engine (sync for async and the other way round), so
+that what one driver writes, the other reads and compares alike.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
-from runtime_snapshot_mount_sqlalchemy import SQLAlchemyStore
-from support_sqlalchemy import Database, dispose
+from runtime_snapshot_mount_sqlalchemy import SQLAlchemyStore, opener
+from runtime_snapshot_mount_sqlalchemy.engines import AnyEngine
+from sqlalchemy import MetaData, Table, create_engine
+from support_sqlalchemy import Database, dispose, unique_name
 
-from runtime_snapshot_mount.testing import StoreContract
+from runtime_snapshot_mount.testing import OpenerContract, StoreContract
+
+OTHER_MODE = {"async": "sync", "sync": "async"}
 
 
 class TestSQLAlchemyStore(StoreContract):
@@ -20,16 +31,33 @@ class TestSQLAlchemyStore(StoreContract):
         yield SQLAlchemyStore(engine, table=database.table)
         await dispose(engine)
 
+    @pytest.fixture
+    async def another_store(self, database: Database, mode: str) -> AsyncIterator[SQLAlchemyStore]:
+        engine = database.engine(OTHER_MODE[mode])
+        yield SQLAlchemyStore(engine, table=database.table)
+        await dispose(engine)
+
 
 class TestLockingUpsert(StoreContract):
     """The portable fallback (SELECT ... FOR UPDATE, then INSERT or UPDATE) on real row locks."""
 
+    @staticmethod
+    def locking_store(database: Database, engine: AnyEngine) -> SQLAlchemyStore:
+        # the fallback the dialect would not pick
+        return SQLAlchemyStore(engine, table=database.table, upsert="locking")
+
     @pytest.fixture
     async def store(self, server_database: Database, mode: str) -> AsyncIterator[SQLAlchemyStore]:
         engine = server_database.engine(mode)
-        store = SQLAlchemyStore(engine, table=server_database.table)
-        store = SQLAlchemyStore(engine, table=server_database.table, upsert="locking")
-        yield store
+        yield self.locking_store(server_database, engine)
+        await dispose(engine)
+
+    @pytest.fixture
+    async def another_store(
+        self, server_database: Database, mode: str
+    ) -> AsyncIterator[SQLAlchemyStore]:
+        engine = server_database.engine(OTHER_MODE[mode])
+        yield self.locking_store(server_database, engine)
         await dispose(engine)
 
 
@@ -37,12 +65,20 @@ class TestLockingUpsert(StoreContract):
 class TestMySQLUpsertWithoutReturning(StoreContract):
     """MySQL's path (no RETURNING: affected rows, else a locked read-back), run on MariaDB."""
 
+    @staticmethod
+    def mysql_store(database: Database, engine: AnyEngine) -> SQLAlchemyStore:
+        return SQLAlchemyStore(engine, table=database.table, upsert="duplicate-key-read-back")
+
     @pytest.fixture
     async def store(self, mariadb: Database, mode: str) -> AsyncIterator[SQLAlchemyStore]:
         engine = mariadb.engine(mode)
-        store = SQLAlchemyStore(engine, table=mariadb.table)
-        store = SQLAlchemyStore(engine, table=mariadb.table, upsert="duplicate-key-read-back")
-        yield store
+        yield self.mysql_store(mariadb, engine)
+        await dispose(engine)
+
+    @pytest.fixture
+    async def another_store(self, mariadb: Database, mode: str) -> AsyncIterator[SQLAlchemyStore]:
+        engine = mariadb.engine(OTHER_MODE[mode])
+        yield self.mysql_store(mariadb, engine)
         await dispose(engine)
 
 
@@ -57,3 +93,27 @@ class TestStoreMadeFromAURL(StoreContract):
         store = SQLAlchemyStore(url, table=database.table)
         yield store
         await store.store_close()
+
+    @pytest.fixture
+    async def another_store(self, database: Database) -> AsyncIterator[SQLAlchemyStore]:
+        url = database.url("sync").render_as_string(hide_password=False)
+        store = SQLAlchemyStore(url, table=database.table)
+        yield store
+        await store.store_close()
+
+
+class TestSQLAlchemyOpener(OpenerContract):
+    """The entry point's module on each backend, on a table of its own that the kit creates."""
+
+    @pytest.fixture
+    def opener(self) -> object:
+        return opener
+
+    @pytest.fixture
+    def opener_url(self, database: Database, mode: str) -> Iterator[str]:
+        name = unique_name("rsm_opener")
+        url = database.url(mode).update_query_dict({"table": name})
+        yield url.render_as_string(hide_password=False)
+        engine = create_engine(database.sync_url)
+        Table(name, MetaData()).drop(engine, checkfirst=True)
+        engine.dispose()

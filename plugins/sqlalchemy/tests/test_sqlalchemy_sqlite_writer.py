@@ -38,6 +38,14 @@ class TestGroupCommitStore(StoreContract):
         yield store
         await store.store_close()
 
+    @pytest.fixture
+    async def another_store(self, sqlite: Database) -> AsyncIterator[SQLAlchemyStore]:
+        """A second store on the same file, with its own writer thread and connection, as
+        another ``serve`` worker opens it."""
+        store = SQLAlchemyStore(sqlite.sync_url, table=sqlite.table)
+        yield store
+        await store.store_close()
+
 
 class Gate:
     """A ``before_commit`` that records every transaction's snapshots and, while it holds,

@@ -16,7 +16,8 @@ several times the CPU of the one round trip each makes. Only public asyncpg API 
   (likely opened to the same lost server), so a retry gets a fresh one;
 * the SQL text is written here from the table's column names, with the parameters in
   :data:`~runtime_snapshot_mount_sqlalchemy.schema.COLUMNS` order: JSON as text (asyncpg
-  sends text for ``jsonb``) read back parsed, the instant as an aware UTC ``datetime`` read
+  sends text for ``jsonb``) read back parsed, the instant as RFC 3339 text cast by the server
+  (asyncpg would send the first and last instants as -infinity and infinity), read
   back ``AT TIME ZONE 'UTC'`` (a naive UTC wall time, so no session time zone can push
   0001-01-01 or 9999-12-31 out of Python's range);
 * errors are asyncpg's own, raised as they come: ``is_transient`` judges them by their
@@ -37,7 +38,7 @@ from typing import Any
 
 from sqlalchemy import URL, Table
 
-from runtime_snapshot_mount import Snapshot, UpsertResult, is_stale
+from runtime_snapshot_mount import Snapshot, UpsertResult, format_instant, is_stale
 
 from .engines import POOL_SIZE, LostRace, json_text
 from .schema import COLUMNS
@@ -74,6 +75,12 @@ def _read(columns: dict[str, str], alias: str) -> str:
     )
 
 
+def _placeholder(number: int) -> str:
+    """``$n``; the instant is sent as RFC 3339 text and cast by the server, because asyncpg
+    sends 0001-01-01T00:00:00Z and 9999-12-31T23:59:59.999999Z as -infinity and infinity."""
+    return f"${number}::text::timestamptz" if number == _SYNCED + 1 else f"${number}"
+
+
 def upsert_sql(table: Table) -> str:
     """The upsert that answers for both outcomes, with ``$1``..``$10`` the ``COLUMNS``.
 
@@ -84,7 +91,7 @@ def upsert_sql(table: Table) -> str:
     version, synced = c["strategy_version"], c["strategy_synced_at"]
     return (
         f"WITH written AS (INSERT INTO {name} AS stored ({', '.join(c.values())}) "
-        f"VALUES ({', '.join(f'${n}' for n in range(1, len(COLUMNS) + 1))}) "
+        f"VALUES ({', '.join(_placeholder(n) for n in range(1, len(COLUMNS) + 1))}) "
         f"ON CONFLICT ({c['account_id']}) DO UPDATE SET "
         + ", ".join(f"{c[field]} = EXCLUDED.{c[field]}" for field in _UPDATED)
         + f" WHERE stored.{version} < EXCLUDED.{version} OR (stored.{version} = "
@@ -187,16 +194,25 @@ class AsyncpgUpsert:
         try:
             return await connection.fetchrow(sql, *arguments)
         except Exception:
-            if connection.is_closed():  # the server went away: so did its other sessions
+            if _lost(connection):  # the server went away: so did its other sessions
                 await pool.expire_connections()
             raise
+
+
+def _lost(connection: Any) -> bool:
+    """True when ``connection`` closed; a pool connection whose link broke mid-call is taken
+    back by the pool at once, and then refuses even ``is_closed()``: lost too."""
+    try:
+        return bool(connection.is_closed())
+    except Exception:
+        return True
 
 
 def parameters(snapshot: Snapshot) -> list[Any]:
     """``$1``..``$10`` for ``snapshot``: its fields in ``COLUMNS`` order (the order of
     :class:`~runtime_snapshot_mount.Snapshot`'s fields), the instant in UTC, JSON as text."""
     values = list(_FIELDS(snapshot))
-    values[_SYNCED] = snapshot.strategy_synced_at.astimezone(timezone.utc)
+    values[_SYNCED] = format_instant(snapshot.strategy_synced_at)
     for at in _JSON_AT:
         if values[at] is not None:
             values[at] = json_text(values[at])

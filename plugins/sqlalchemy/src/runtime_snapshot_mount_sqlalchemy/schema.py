@@ -23,16 +23,16 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, DateTime, MetaData, String, Table
+from sqlalchemy import JSON, BigInteger, Column, DateTime, MetaData, String, Table, type_coerce
 from sqlalchemy.dialects import mysql, postgresql
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.elements import BindParameter, ColumnElement
 from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
-from runtime_snapshot_mount import Snapshot
+from runtime_snapshot_mount import Snapshot, format_instant
 
 __all__ = [
     "COLUMNS",
@@ -61,7 +61,9 @@ class UTCDateTime(TypeDecorator[datetime]):
 
     Binds any aware :class:`~datetime.datetime`; results are aware and in UTC. PostgreSQL
     stores ``timestamptz`` and is read ``AT TIME ZONE 'UTC'`` (so a session in another time
-    zone cannot push 0001-01-01 or 9999-12-31 out of Python's range); MySQL/MariaDB store
+    zone cannot push 0001-01-01 or 9999-12-31 out of Python's range) and is sent as RFC 3339
+    text that the server casts (asyncpg sends those two instants' ``datetime`` values as
+    ``-infinity`` and ``infinity``, which no other driver reads back); MySQL/MariaDB store
     ``DATETIME(6)`` and SQLite fixed-width text, both holding the UTC wall time.
     """
 
@@ -70,6 +72,9 @@ class UTCDateTime(TypeDecorator[datetime]):
 
     def column_expression(self, column: ColumnElement[datetime]) -> ColumnElement[datetime]:
         return _UTCWallTime(column, self)
+
+    def bind_expression(self, bindvalue: BindParameter[datetime]) -> ColumnElement[datetime]:
+        return _InstantFromText(bindvalue, self)
 
     def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
         if dialect.name == "postgresql":
@@ -101,6 +106,38 @@ class _UTCWallTime(FunctionElement[datetime]):
     def __init__(self, column: ColumnElement[datetime], type_: TypeEngine[datetime]) -> None:
         super().__init__(column)
         self.type = type_
+
+
+class _InstantText(TypeDecorator[datetime]):
+    """An aware instant bound as RFC 3339 text in UTC (``...T...Z``)."""
+
+    impl = String
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> str | None:
+        return None if value is None else format_instant(value)
+
+
+class _InstantFromText(FunctionElement[datetime]):
+    """A bound instant, sent to PostgreSQL as text and cast there; the bare bind elsewhere."""
+
+    inherit_cache = True
+
+    def __init__(self, bind: BindParameter[datetime], type_: TypeEngine[datetime]) -> None:
+        super().__init__(bind)
+        self.type = type_
+
+
+@compiles(_InstantFromText)
+def _bare_bind(element: _InstantFromText, compiler: SQLCompiler, **kw: Any) -> str:
+    return compiler.process(element.clauses, **kw)
+
+
+@compiles(_InstantFromText, "postgresql")
+def _cast_text(element: _InstantFromText, compiler: SQLCompiler, **kw: Any) -> str:
+    [bind] = element.clauses
+    text = compiler.process(type_coerce(bind, _InstantText()), **kw)
+    return f"CAST({text} AS TIMESTAMP WITH TIME ZONE)"
 
 
 @compiles(_UTCWallTime)
