@@ -168,8 +168,8 @@ async def test_middleware_added_to_the_sub_app_sees_every_upsert() -> None:
 
     class Recorder:
         def __init__(self, app: object) -> None:
-            # Starlette documents a middleware's first parameter as ``app``, and releases
-            # before 0.41 pass it by that name.
+            # Starlette documents a middleware's first parameter as ``app``; older releases
+            # (0.40 among them) pass it by that name.
             self.inner = app
 
         async def __call__(self, scope: dict[str, object], receive: object, send: object) -> None:
