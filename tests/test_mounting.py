@@ -167,8 +167,10 @@ async def test_middleware_added_to_the_sub_app_sees_every_upsert() -> None:
     seen: list[str] = []
 
     class Recorder:
-        def __init__(self, inner: object) -> None:
-            self.inner = inner
+        def __init__(self, app: object) -> None:
+            # Starlette documents a middleware's first parameter as ``app``; older releases
+            # (0.40 among them) pass it by that name.
+            self.inner = app
 
         async def __call__(self, scope: dict[str, object], receive: object, send: object) -> None:
             if scope["type"] == "http":

@@ -11,9 +11,11 @@ several times the CPU of the one round trip each makes. Only public asyncpg API 
   costs a round trip): every statement here is one autocommitted statement, leaving nothing
   to reset;
 * each call is ``async with pool.acquire()`` and one ``fetchrow``, which asyncpg prepares
-  once per connection; a connection that broke or was cancelled mid-call is closed by the
-  pool rather than reused, and one that closed under a call expires the pool's others
-  (likely opened to the same lost server), so a retry gets a fresh one;
+  once per connection; a connection that broke, fell out of step with the server or was
+  cancelled mid-call is closed rather than reused, its failure is raised as a
+  :class:`ConnectionResetError` (transient: the upsert is retried, which is safe, since
+  applying a snapshot twice stores it once), and the pool's other connections, likely opened
+  to the same lost server, are expired, so a retry gets a fresh one;
 * the SQL text is written here from the table's column names, with the parameters in
   :data:`~runtime_snapshot_mount_sqlalchemy.schema.COLUMNS` order: JSON as text (asyncpg
   sends text for ``jsonb``) read back parsed, the instant as RFC 3339 text cast by the server
@@ -193,10 +195,24 @@ class AsyncpgUpsert:
     async def _fetchrow(pool: Any, connection: Any, sql: str, *arguments: Any) -> Any:
         try:
             return await connection.fetchrow(sql, *arguments)
-        except Exception:
-            if _lost(connection):  # the server went away: so did its other sessions
-                await pool.expire_connections()
-            raise
+        except Exception as error:
+            from asyncpg.exceptions import InternalClientError  # type: ignore[import-untyped]
+
+            lost = _lost(connection)
+            if not lost and not isinstance(error, InternalClientError):
+                raise  # the server's answer on a sound connection: is_transient judges it
+            if not lost:  # out of step with the server (it sent a FATAL while idle, say)
+                _terminate(connection)
+            await pool.expire_connections()  # the others were opened to the same server
+            raise ConnectionResetError(f"the database connection was lost: {error}") from error
+
+
+def _terminate(connection: Any) -> None:
+    """Close ``connection`` at once, so that the pool never hands it out again."""
+    try:
+        connection.terminate()
+    except Exception:  # already taken back by the pool: it is closed
+        return
 
 
 def _lost(connection: Any) -> bool:
