@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -90,9 +91,20 @@ def test_the_recorded_answers_to_a_corpus_of_bodies_are_unchanged() -> None:
             found: Any = answers.invalid(error).content["detail"]
         else:
             found = validation_corpus.accepted(snapshot.to_json(), synced_at)
-        if found != expected:
+        if without_positions(found) != without_positions(expected):
             changed.append((body[:200], expected, found))
     assert not changed, changed[:3]
+
+
+def without_positions(answer: Any) -> Any:
+    """``answer`` with the JSON parser's "at line L column C" dropped from its messages:
+    where the parser stops on malformed input differs by a character between pydantic-core
+    releases, and is the parser's, not the app's."""
+    if isinstance(answer, str):
+        return answer
+    return [
+        {**item, "msg": re.sub(r" at line \d+ column \d+$", "", item["msg"])} for item in answer
+    ]
 
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
