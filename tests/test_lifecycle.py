@@ -146,3 +146,28 @@ def test_serve_keeps_the_documented_order_in_every_process(tmp_path: Path, worke
     for events in servers:
         assert "create_tables" not in events
     assert sum(events.count("upsert") for events in servers) == 20
+
+
+def test_serve_metrics_sums_every_worker(tmp_path: Path) -> None:
+    """``serve --metrics --workers 2``: ``GET /metrics`` counts the requests of both workers,
+    whichever worker answers it (prometheus_client's multiprocess mode)."""
+    site = tmp_path / "site"
+    site.mkdir()
+    load_strict_store(site)
+    path = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
+    env = clean_env(PYTHONPATH=path)
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    args = ["--store", "strict://", "--api-key", "secret", "--workers", "2", "--metrics"]
+    with serving(*args, directory=tmp_path, env=env) as url:
+        client = httpx.Client(base_url=url, headers={"Authorization": "Bearer secret"})
+        for version in range(1, 41):
+            body = {**EXAMPLE_REQUEST, "strategy_version": version}
+            assert client.post("/runtime-snapshots/upsert", json=body).status_code == 200
+        assert client.post("/runtime-snapshots/upsert", json={}).status_code == 422
+        scrapes = [client.get("/metrics") for _ in range(6)]
+        client.close()
+    applied = 'runtime_snapshot_mount_requests_total{outcome="applied",status="200"} 40.0'
+    rejected = 'runtime_snapshot_mount_requests_total{outcome="rejected",status="422"} 1.0'
+    for scrape in scrapes:
+        assert scrape.status_code == 200
+        assert applied in scrape.text and rejected in scrape.text

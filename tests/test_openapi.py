@@ -3,9 +3,11 @@ schema accepts and rejects bodies as the app does."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
 import pytest
 from fastapi import FastAPI
 from jsonschema import Draft202012Validator
@@ -22,13 +24,13 @@ from rsm_support import (
     make_app,
     nested_personality,
     post_json,
+    serving,
 )
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
 import runtime_snapshot_mount.app as app_module
 from runtime_snapshot_mount import MemoryStore
-from runtime_snapshot_mount.cli import _parser, _serve_config
 from runtime_snapshot_mount.snapshot import SNAPSHOT_SCHEMA
 
 pytestmark = pytest.mark.anyio
@@ -127,10 +129,14 @@ async def test_the_document_is_built_once_per_app(monkeypatch: pytest.MonkeyPatc
     assert answers[3].json()["servers"] == [{"url": "/b"}]
 
 
-def test_the_command_line_flag_enables_it() -> None:
-    base = ["serve", "--api-key", "k", "--store", "memory://"]
-    assert _serve_config(_parser().parse_args([*base, "--openapi"]))["openapi"] is True
-    assert _serve_config(_parser().parse_args(base))["openapi"] is False
+def test_the_command_line_flag_enables_it(tmp_path: Path) -> None:
+    base = ["--api-key", "k", "--store", "memory://"]
+    with serving(*base, "--openapi", directory=tmp_path) as url:
+        on = httpx.get(f"{url}/openapi.json")
+    with serving(*base, directory=tmp_path) as url:
+        off = httpx.get(f"{url}/openapi.json")
+    assert on.status_code == 200 and on.json()["openapi"] == "3.1.0"
+    assert off.status_code == 404
 
 
 # -- what it says ---------------------------------------------------------------------------

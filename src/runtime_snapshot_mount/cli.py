@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import dataclasses
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
+import tempfile
 from collections.abc import Sequence
 from types import FrameType
 from typing import Any, NoReturn
@@ -153,6 +156,13 @@ def _parser() -> argparse.ArgumentParser:
         "[RSM_READ; default off]",
     )
     serve.add_argument(
+        "--metrics",
+        action="store_true",
+        default=unset,
+        help="also serve Prometheus metrics at /metrics, summed over every worker "
+        "(extra [prometheus]) [RSM_METRICS; default off]",
+    )
+    serve.add_argument(
         "--no-access-log",
         dest="access_log",
         action="store_false",
@@ -252,7 +262,7 @@ def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split())[:300] or type(error).__name__
 
 
-_OPTIONS = ["store", "accounts", "max_body_bytes", "body_timeout", "openapi", "read"]
+_OPTIONS = ["store", "accounts", "max_body_bytes", "body_timeout", "openapi", "read", "metrics"]
 _OPTIONS += ["access_log", "log_level", "log_format"]
 
 
@@ -281,11 +291,6 @@ def _serve_settings(args: argparse.Namespace) -> Settings:
     return settings
 
 
-def _serve_config(args: argparse.Namespace) -> dict[str, Any]:
-    """:func:`_serve_settings` as a dict (the earlier name, which tests still call)."""
-    return dataclasses.asdict(_serve_settings(args))
-
-
 def _exit_gracefully(signum: int, frame: FrameType | None) -> NoReturn:
     """SIGTERM or SIGINT once uvicorn has drained and shut down (it raises the signal again
     for whoever handled it before), or before it started: a clean stop, exit status 0."""
@@ -308,6 +313,8 @@ def _serve(args: argparse.Namespace) -> int:
             load_accounts_file(settings.accounts)  # fail now, with a one-line reason
         if not local:  # once, here, before any worker starts: workers never race for it
             asyncio.run(create_tables(settings.store))
+        if settings.metrics:
+            _prepare_metrics()
     except ConfigurationError as error:
         return _fail(2, str(error))
     except Exception as error:
@@ -338,6 +345,21 @@ def _serve(args: argparse.Namespace) -> int:
         timeout_keep_alive=args.timeout_keep_alive,
     )
     return 0
+
+
+def _prepare_metrics() -> None:
+    """Check that prometheus_client is installed, and give the workers an empty directory for
+    its multiprocess mode (unless ``PROMETHEUS_MULTIPROC_DIR`` names one), removed at exit."""
+    try:
+        import prometheus_client  # noqa: F401
+    except ImportError:
+        raise ConfigurationError(
+            "--metrics needs prometheus_client: pip install 'runtime-snapshot-mount[prometheus]'"
+        ) from None
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        directory = tempfile.mkdtemp(prefix="rsm-metrics-")
+        atexit.register(shutil.rmtree, directory, ignore_errors=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
 
 
 def _default_connection_limit() -> int:

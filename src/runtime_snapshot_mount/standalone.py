@@ -24,7 +24,7 @@ from urllib.parse import parse_qs, urlsplit
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import logging_setup
-from .app import DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_BODY_BYTES, create_app
+from .app import DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_BODY_BYTES, create_app, route_path
 from .memory import MemoryStoreOpener
 from .operations import LOGGER_NAME
 from .plugins import ConfigurationError, Plugins
@@ -34,6 +34,7 @@ __all__ = [
     "CREATE_TABLES_ATTEMPTS",
     "DEFAULT_STORE",
     "ENVIRONMENT",
+    "METRICS_PATH",
     "Settings",
     "StandaloneApp",
     "create_app_from_env",
@@ -44,6 +45,7 @@ __all__ = [
 ]
 
 DEFAULT_STORE = "sqlite:///runtime-snapshots.db"
+METRICS_PATH = "/metrics"
 CREATE_TABLES_ATTEMPTS = 3
 _CREATE_TABLES_PAUSE_S = 0.25
 _SQLALCHEMY_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mariadb", "oracle", "mssql")
@@ -60,6 +62,8 @@ ENVIRONMENT: dict[str, str] = {
     f"(default {DEFAULT_BODY_TIMEOUT:g})",
     "RSM_OPENAPI": "true: also serve the OpenAPI document at /openapi.json (default false)",
     "RSM_READ": "true: also serve GET /runtime-snapshots/{account_id} (default false)",
+    "RSM_METRICS": "true: also serve Prometheus metrics at /metrics (extra [prometheus]; "
+    "with several workers set PROMETHEUS_MULTIPROC_DIR, as serve --metrics does)",
     "RSM_CREATE_TABLES": "true: create the store's table at start-up if missing (default true)",
     "RSM_ACCESS_LOG": "false: no access record per request (default true)",
     "RSM_LOG_LEVEL": "critical, error, warning, info or debug (default info)",
@@ -106,6 +110,7 @@ class Settings:
     body_timeout: float | None = DEFAULT_BODY_TIMEOUT
     openapi: bool = False
     read: bool = False
+    metrics: bool = False
     create_tables: bool = True
     access_log: bool = True
     log_level: str = "info"
@@ -162,6 +167,7 @@ class Settings:
             options["body_timeout"] = None if timeout == 0 else timeout
         options["openapi"] = _flag(environ, "RSM_OPENAPI", False)
         options["read"] = _flag(environ, "RSM_READ", False)
+        options["metrics"] = _flag(environ, "RSM_METRICS", False)
         options["create_tables"] = _flag(environ, "RSM_CREATE_TABLES", True)
         options["access_log"] = _flag(environ, "RSM_ACCESS_LOG", True)
         if environ.get("RSM_LOG_LEVEL", "").strip():
@@ -180,6 +186,7 @@ class Settings:
             "RSM_BODY_TIMEOUT": "0" if self.body_timeout is None else repr(self.body_timeout),
             "RSM_OPENAPI": str(self.openapi).lower(),
             "RSM_READ": str(self.read).lower(),
+            "RSM_METRICS": str(self.metrics).lower(),
             "RSM_CREATE_TABLES": str(self.create_tables).lower(),
             "RSM_ACCESS_LOG": str(self.access_log).lower(),
             "RSM_LOG_LEVEL": self.log_level,
@@ -297,6 +304,7 @@ class StandaloneApp:
         self.accounts = settings.account_source()
         self.app: ASGIApp | None = None
         self.plugins: Plugins | None = None
+        self.metrics: ASGIApp | None = None  # GET /metrics, with settings.metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -304,6 +312,9 @@ class StandaloneApp:
             return
         if self.app is None:
             raise RuntimeError("the server did not run the lifespan start-up (--lifespan on)")
+        if self.metrics is not None and route_path(scope) == METRICS_PATH:
+            await self.metrics(scope, receive, send)
+            return
         await self.app(scope, receive, send)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
@@ -329,9 +340,17 @@ class StandaloneApp:
         try:
             if settings.create_tables:
                 await _create_tables_on(plugins)
+            observers: list[object] = []
+            if settings.metrics:
+                from .prometheus import PrometheusMetrics  # the [prometheus] extra
+
+                exporter = PrometheusMetrics()
+                observers.append(exporter)
+                self.metrics = exporter.asgi_app()
             self.app = create_app(
                 store,
                 self.accounts,
+                *observers,
                 api_keys=list(settings.api_keys),
                 max_body_bytes=settings.max_body_bytes,
                 openapi=settings.openapi,
