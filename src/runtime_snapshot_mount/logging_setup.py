@@ -1,11 +1,11 @@
 """Log handling for the standalone server: one format for every line, written off the event loop.
 
 The request path only puts the record on a queue (:class:`DeferredQueueHandler`); a
-:class:`~logging.handlers.QueueListener` thread formats and writes it. ``text`` lines read
-``TIME LEVEL LOGGER: MESSAGE [REQUEST_ID]``; ``json`` writes one JSON object per line for log
-shippers. :func:`configure` gives the ``runtime_snapshot_mount`` loggers and uvicorn's own
-loggers the same handler, so their formats never mix. Hosts that mount the sub-app configure
-logging themselves and never call this.
+:class:`LineWriter` thread formats every record waiting and writes them in one go. ``text``
+lines read ``TIME LEVEL LOGGER: MESSAGE [REQUEST_ID]``; ``json`` writes one JSON object per
+line for log shippers. :func:`configure` gives the ``runtime_snapshot_mount`` loggers and
+uvicorn's own loggers the same handler, so their formats never mix. Hosts that mount the
+sub-app configure logging themselves and never call this.
 """
 
 from __future__ import annotations
@@ -15,9 +15,11 @@ import json
 import logging
 import queue
 import sys
+import threading
+import time
 from collections.abc import Iterable
 from datetime import datetime, timezone
-from logging.handlers import QueueHandler, QueueListener
+from logging.handlers import QueueHandler
 from typing import Any, TextIO
 
 from .operations import ACCESS_LOGGER_NAME, LOGGER_NAME, RequestIdFilter
@@ -30,6 +32,7 @@ __all__ = [
     "SERVER_LOGGER_NAMES",
     "DeferredQueueHandler",
     "JsonFormatter",
+    "LineWriter",
     "TextFormatter",
     "configure",
     "uvicorn_log_config",
@@ -54,6 +57,19 @@ class TextFormatter(logging.Formatter):
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        self._second = -1
+        self._second_text = ""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        """``YYYY-MM-DD HH:MM:SS,mmm`` in local time, as :class:`logging.Formatter` writes it,
+        with the part before the comma made once per second, not once per line."""
+        if datefmt is not None:
+            return super().formatTime(record, datefmt)
+        second = int(record.created)
+        if second != self._second:
+            self._second_text = time.strftime("%Y-%m-%d %H:%M:%S", self.converter(second))
+            self._second = second
+        return f"{self._second_text},{int(record.msecs):03d}"
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         line = super().formatMessage(record)
@@ -108,6 +124,52 @@ class DeferredQueueHandler(QueueHandler):
         return record
 
 
+class LineWriter:
+    """The writer thread: takes every record waiting on ``records``, formats them with
+    ``writer``'s formatter and writes them with one ``write`` and one ``flush`` (a line each,
+    one system call for the lot), then waits for more. :meth:`stop` writes what is left."""
+
+    _STOP = object()
+
+    def __init__(self, records: queue.SimpleQueue[Any], writer: logging.StreamHandler[Any]) -> None:
+        self.records = records
+        self.writer = writer
+        self.thread = threading.Thread(target=self._run, name="rsm-log-writer", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.records.put(self._STOP)
+        self.thread.join()
+
+    def _run(self) -> None:
+        while True:
+            batch = [self.records.get()]
+            while len(batch) < 1024:
+                try:
+                    batch.append(self.records.get_nowait())
+                except queue.Empty:
+                    break
+            stopping = any(record is self._STOP for record in batch)
+            self._write([record for record in batch if record is not self._STOP])
+            if stopping:
+                return
+
+    def _write(self, records: list[logging.LogRecord]) -> None:
+        lines = []
+        for record in records:
+            if self.writer.filter(record):
+                try:
+                    lines.append(self.writer.format(record))
+                except Exception:
+                    self.writer.handleError(record)
+        if lines:
+            stream = self.writer.stream
+            stream.write("\n".join(lines) + "\n")
+            stream.flush()
+
+
 def _loggers(names: Iterable[str]) -> list[logging.Logger]:
     return [logging.getLogger(name) for name in names]
 
@@ -135,8 +197,14 @@ def configure(
     writer.addFilter(RequestIdFilter())
     records: queue.SimpleQueue[Any] = queue.SimpleQueue()
     handler = DeferredQueueHandler(records)
-    listener = QueueListener(records, writer)
+    listener = LineWriter(records, writer)
     listener.start()
+    # What each record would otherwise look up on the request path, and no line prints.
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+    if hasattr(logging, "logAsyncioTasks"):  # Python 3.12+
+        logging.logAsyncioTasks = False
     if not _state.get("atexit"):
         atexit.register(write_directly)
         _state["atexit"] = True
@@ -159,7 +227,7 @@ def configure(
 def write_directly() -> None:
     """Stop the writer thread once it has written every queued record, and let the loggers
     write on the caller's thread from now on (at shutdown, so that no line is lost)."""
-    listener: QueueListener | None = _state.pop("listener", None)
+    listener: LineWriter | None = _state.pop("listener", None)
     handler = _state.pop("handler", None)
     writer = _state.pop("writer", None)
     if listener is None:
