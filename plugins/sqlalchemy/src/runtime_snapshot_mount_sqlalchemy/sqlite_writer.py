@@ -350,7 +350,12 @@ def _wrapped(error: BaseException, statement: str) -> BaseException:
     """A ``sqlite3`` error as SQLAlchemy raises it (so the store's retries recognise a busy
     file); anything else unchanged."""
     if isinstance(error, sqlite3.Error):
-        return exc.DBAPIError.instance(statement, None, error, sqlite3.Error)
+        # SQLAlchemy's class of the same PEP 249 name (OperationalError, IntegrityError, ...)
+        for kind in type(error).__mro__:
+            wrapper = getattr(exc, kind.__name__, None)
+            if isinstance(wrapper, type) and issubclass(wrapper, exc.DBAPIError):
+                return wrapper(statement, None, error)
+        return exc.DBAPIError(statement, None, error)
     return error
 
 
