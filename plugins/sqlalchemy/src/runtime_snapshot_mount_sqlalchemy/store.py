@@ -9,7 +9,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 import anyio
-from sqlalchemy import URL, MetaData, Table, make_url
+from sqlalchemy import URL, MetaData, Table, inspect, make_url
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.schema import CreateTable
@@ -176,7 +176,12 @@ class SQLAlchemyStore:
         return None if row is None else snapshot_from_row(row)
 
     def _create_table_on(self, connection: Connection) -> None:
+        """Create the table unless it exists: looked up first, so that no driver reports the
+        server's "already exists" note (PyMySQL before 1.0 turns it into a Python warning);
+        ``IF NOT EXISTS`` still covers two processes creating it at once."""
         with connection.begin():
+            if inspect(connection).has_table(self.table.name, schema=self.table.schema):
+                return
             connection.execute(CreateTable(self.table, if_not_exists=True))
 
 
