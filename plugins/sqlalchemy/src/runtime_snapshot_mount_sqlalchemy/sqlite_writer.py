@@ -67,6 +67,7 @@ from sqlalchemy.dialects import sqlite
 from runtime_snapshot_mount import Snapshot, UpsertResult, is_stale
 
 from .engines import SQLITE_BUSY_TIMEOUT, LostRace, json_text
+from .schema import COLUMNS
 
 __all__ = [
     "SYNCHRONOUS_MODES",
@@ -78,19 +79,7 @@ __all__ = [
 SYNCHRONOUS_PARAMETER = "synchronous"
 SYNCHRONOUS_MODES = ("full", "normal")
 _DRIVERS = ("pysqlite",)
-# The row as the writer binds and reads it, in the SQLAlchemy table's column names.
-_COLUMNS = (
-    "account_id",
-    "ugc_account_id",
-    "snapshot_id",
-    "strategy_version",
-    "content_hash",
-    "strategy_synced_at",
-    "stage",
-    "active_action",
-    "active_skills",
-    "personality",
-)
+_COLUMNS = COLUMNS  # the row as the writer binds and reads it: the table's columns
 _UTC = timezone.utc
 
 Row = tuple[Any, ...]
