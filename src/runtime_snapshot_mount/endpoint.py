@@ -9,6 +9,7 @@ observers, and written to the access log, then sent.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import traceback
 from time import perf_counter
@@ -30,7 +31,7 @@ from .operations import (
     unbind_request_id,
 )
 from .plugins import Plugins
-from .snapshot import parse_upsert
+from .snapshot import Snapshot, parse_upsert
 
 __all__ = ["Endpoint", "HealthEndpoint", "ReadEndpoint", "RouteError", "UpsertEndpoint"]
 
@@ -111,22 +112,24 @@ class UpsertEndpoint(Endpoint):
             account = await plugins.get_account(snapshot.account_id, principal)
             if account is None or not account.active:
                 return answers.ACCOUNT_NOT_FOUND
-            result = await plugins.store_upsert(snapshot)
+            stored = under_account(snapshot, account.account_id)
+            result = await plugins.store_upsert(stored)
         except ClientDisconnect:
             return answers.DISCONNECTED
         except Exception as error:
             log_failure(error, token)
             return answers.FAILED
-        if result.applied:
-            await plugins.snapshot_applied(snapshot, principal)
+        if result.applied:  # observers see what is stored; the answer, what was sent
+            await plugins.snapshot_applied(stored, principal)
             return answers.applied(snapshot, synced_at)
-        await plugins.snapshot_ignored(snapshot, result.current, principal)
+        await plugins.snapshot_ignored(stored, result.current, principal)
         return answers.ignored(snapshot)
 
 
 class ReadEndpoint(Endpoint):
     """``GET {mount}/runtime-snapshots/{account_id}`` (opt-in): the same token check and account
-    visibility as the upsert, then the stored snapshot."""
+    visibility as the upsert, then the snapshot stored under the account's canonical id, naming
+    the account as the request spelt it."""
 
     async def answer(self, scope: Scope, headers: RequestHeaders, receive: Receive) -> Answer:
         plugins = self.plugins
@@ -139,11 +142,13 @@ class ReadEndpoint(Endpoint):
             account = await plugins.get_account(account_id, principal)
             if account is None or not account.active:
                 return answers.ACCOUNT_NOT_FOUND
-            snapshot = await plugins.store_get(account_id)
+            snapshot = await plugins.store_get(account.account_id)
         except Exception as error:
             log_failure(error, token)
             return answers.FAILED
-        return answers.SNAPSHOT_NOT_FOUND if snapshot is None else answers.stored(snapshot)
+        if snapshot is None:
+            return answers.SNAPSHOT_NOT_FOUND
+        return answers.stored(under_account(snapshot, account_id))
 
 
 class HealthEndpoint(Endpoint):
@@ -170,6 +175,15 @@ class RouteError(Endpoint):
 
     async def answer(self, scope: Scope, headers: RequestHeaders, receive: Receive) -> Answer:
         return self.fixed
+
+
+def under_account(snapshot: Snapshot, account_id: str) -> Snapshot:
+    """``snapshot`` with ``account_id`` (itself when it already has it): the store keeps a
+    snapshot under the account's canonical id (:attr:`Account.account_id`), while answers
+    name the account as the request spelt it."""
+    if snapshot.account_id == account_id:
+        return snapshot
+    return dataclasses.replace(snapshot, account_id=account_id)
 
 
 def log_failure(error: Exception, token: str | None) -> None:

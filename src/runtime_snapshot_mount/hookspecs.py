@@ -65,7 +65,15 @@ def get_account(account_id: str, principal: Any) -> Account | None:
 
     Called after the body is validated. ``None`` (unknown, or not visible to this principal)
     and an inactive :class:`~runtime_snapshot_mount.Account` both answer 404
-    ``Account not found or inactive``. First result.
+    ``Account not found or inactive``; so should an id that cannot name an account of the
+    host's key type (a non-UUID for a UUID key), never an exception. First result.
+
+    The returned ``Account.account_id`` is the account's **canonical id**: the store keeps the
+    snapshot under it, and the read-back reads it from there. Return the same text for every
+    spelling of ``account_id`` that names this account (a UUID's lowercase hyphenated text,
+    say, for ``"6B1F..."`` and ``"6b1f..."``), so that they share one stored snapshot and one
+    stale rule. Returning ``account_id`` unchanged keeps each spelling apart. Answers still
+    name the account as the request spelt it.
     """
 
 
@@ -73,6 +81,7 @@ def get_account(account_id: str, principal: Any) -> Account | None:
 def store_upsert(snapshot: Snapshot) -> UpsertResult:  # type: ignore[empty-body]
     """Apply ``snapshot`` unless it is stale, in one atomic step per account.
 
+    ``snapshot.account_id`` is the account's canonical id (what :func:`get_account` returned).
     The store compares ``snapshot`` with the one it holds for ``snapshot.account_id`` by the
     stale rule (:func:`runtime_snapshot_mount.is_stale`), writes it unless it is stale, and
     returns an :class:`~runtime_snapshot_mount.UpsertResult` saying whether it was applied and
@@ -102,6 +111,9 @@ def store_ping() -> bool | None:
 def snapshot_applied(snapshot: Snapshot, principal: Any) -> None:
     """Observe a snapshot that the store applied, after the store call returned.
 
+    ``snapshot`` is what was stored: its ``account_id`` is the account's canonical id, which
+    may differ from the request's spelling.
+
     Every implementation is called. One that raises is logged and never changes the response.
     """
 
@@ -109,6 +121,9 @@ def snapshot_applied(snapshot: Snapshot, principal: Any) -> None:
 @hookspec
 def snapshot_ignored(snapshot: Snapshot, current: Snapshot, principal: Any) -> None:
     """Observe an incoming ``snapshot`` that was ignored because ``current`` is later.
+
+    Both name the account by its canonical id, as the store keeps it (``snapshot.account_id``
+    may differ from the request's spelling).
 
     Every implementation is called. One that raises is logged and never changes the response.
     """

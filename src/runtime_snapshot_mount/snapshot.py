@@ -209,7 +209,11 @@ class UpsertResult:
 
 @dataclass(frozen=True, slots=True)
 class Account:
-    """An account as the accounts hook reports it."""
+    """An account as the accounts hook reports it.
+
+    ``account_id`` is the account's canonical id: its snapshot is stored under it, whichever
+    spelling of the id a request used (see the ``get_account`` hook).
+    """
 
     account_id: str
     active: bool = True
