@@ -102,4 +102,3 @@ def canonical_text(value: Any) -> str:
     """The text a key value is stored under: a UUID in lowercase with dashes, an integer's
     digits, a string unchanged; anything else as :func:`str` renders it."""
     return value if isinstance(value, str) else str(value)
-
