@@ -17,7 +17,7 @@ from runtime_snapshot_mount import Account, hookimpl
 from .engines import AnyEngine, EngineRunner
 from .keys import ConvertId, canonical_text, conversion_for
 
-__all__ = ["ColumnOption", "SQLAlchemyAccounts", "Visibility"]
+__all__ = ["ColumnOption", "Condition", "SQLAlchemyAccounts", "Visibility"]
 
 ColumnOption = Union[str, ColumnElement[Any], QueryableAttribute[Any], Any]  # noqa: UP007
 """A column option: a column's name, a column, an ORM attribute or a SQL expression.
@@ -26,7 +26,9 @@ ColumnOption = Union[str, ColumnElement[Any], QueryableAttribute[Any], Any]  # n
 (``User.id`` is a ``uuid.UUID`` to a type checker, ``User.status == "on"`` a ``bool``); the
 value is checked when :class:`SQLAlchemyAccounts` is made, and a wrong one is a ``TypeError``.
 """
-Visibility = Callable[[Any], ColumnOption | None]
+Condition = Union[ColumnElement[bool], Any]  # noqa: UP007
+"""A SQL condition (``Member.tenant == principal``); ``Any`` for SQLModel's ``bool``, as above."""
+Visibility = Callable[[Any], Condition | None]
 
 
 class SQLAlchemyAccounts:

@@ -64,33 +64,49 @@ def _integer_in(bits: int) -> ConvertId:
     return to_integer
 
 
-def _integer_bits(type_: TypeEngine[Any]) -> int:
-    """The width of an integer key type (through a ``TypeDecorator``); 64 when not said."""
-    base: Any = type_.impl if isinstance(type_, TypeDecorator) else type_
-    kind = base if isinstance(base, type) else type(base)
-    return next((bits for sized, bits in _BITS if issubclass(kind, sized)), 64)
+def _layers(type_: TypeEngine[Any]) -> list[TypeEngine[Any]]:
+    """``type_``, then the type it decorates, and so on (a ``TypeDecorator``'s ``impl``)."""
+    layers = [type_]
+    while isinstance(layers[-1], TypeDecorator):
+        impl = layers[-1].impl
+        layers.append(impl() if isinstance(impl, type) else impl)
+    return layers
 
 
-def _python_type(type_: TypeEngine[Any]) -> type | None:
-    """The key type's ``python_type``, or ``None`` when the type does not say (an untyped
-    column, a user-defined type)."""
-    try:
-        found: type = type_.python_type
-    except NotImplementedError:
-        return None
-    return found
+def _python_type(layers: list[TypeEngine[Any]]) -> type | None:
+    """The first ``python_type`` the layers say, or ``None`` when none says one (an untyped
+    column, a user-defined type: ``object``, or ``NotImplementedError`` before SQLAlchemy
+    2.1)."""
+    for layer in layers:
+        try:
+            found: type = layer.python_type
+        except NotImplementedError:
+            continue
+        if found is not object:
+            return found
+    return None
+
+
+def _integer_bits(layers: list[TypeEngine[Any]]) -> int:
+    """The width of an integer key type; 64 when it does not say."""
+    for layer in layers:
+        for sized, bits in _BITS:
+            if isinstance(layer, sized):
+                return bits
+    return 64
 
 
 def conversion_for(type_: TypeEngine[Any]) -> ConvertId:
     """The conversion for a key column of type ``type_``; :class:`TypeError` for a type whose
     values cannot be read from a string safely (pass ``convert_id=`` for those)."""
-    python_type = _python_type(type_)
-    if isinstance(type_, Uuid) or python_type is uuid.UUID:
+    layers = _layers(type_)
+    python_type = _python_type(layers)
+    if any(isinstance(layer, Uuid) for layer in layers) or python_type is uuid.UUID:
         return _to_uuid if python_type is uuid.UUID else _to_uuid_text
     if python_type is None or python_type is str:
         return _same  # an untyped column compared strings before, and still does
     if python_type is int:
-        return _integer_in(_integer_bits(type_))
+        return _integer_in(_integer_bits(layers))
     raise TypeError(
         f"account keys of Python type {python_type.__name__} ({type_!r}) have no built-in "
         "conversion from the request's string id: pass convert_id=, a function that returns "
