@@ -19,6 +19,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +72,7 @@ async def post(app: Any, path: str, token: str, body: dict[str, Any]) -> httpx.R
 
 
 def test_the_readmes_have_the_blocks_this_file_runs() -> None:
-    assert len(ROOT_PYTHON) == 5
+    assert len(ROOT_PYTHON) == 6
     assert len(PLUGIN_PYTHON) == 3
     assert "from runtime_snapshot_mount_sqlalchemy.migrations import render_item" in ENV_PY
     assert "render_item=render_item," in ENV_PY
@@ -110,6 +111,34 @@ async def test_the_sqlalchemy_host_creates_its_tables_and_a_first_account(
 
 
 @pytest.mark.anyio
+async def test_a_uuid_keyed_host_stores_every_spelling_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from runtime_snapshot_mount_sqlalchemy import SQLAlchemyStore
+    from sqlalchemy import insert
+
+    from runtime_snapshot_mount import create_app
+
+    namespace = run_block(ROOT_PYTHON[1] + "\n" + ROOT_PYTHON[2], tmp_path, monkeypatch)
+    engine, user = namespace["engine"], uuid.uuid4()
+    namespace["Base"].metadata.create_all(engine)
+    with engine.begin() as connection:
+        connection.execute(insert(namespace["User"]), [{"id": user, "is_active": True}])
+    store = SQLAlchemyStore(engine, table=namespace["snapshots"])
+    app = create_app(store, namespace["users"], api_keys=["secret"], entry_points=False)
+    path = "/runtime-snapshots/upsert"
+    assert (await post(app, path, "secret", EXAMPLE_REQUEST)).status_code == 404
+    for spelling, version in ((str(user).upper(), 7), (user.hex, 6), (str(user), 8)):
+        body = {**EXAMPLE_REQUEST, "account_id": spelling, "strategy_version": version}
+        response = await post(app, path, "secret", body)
+        assert response.status_code == 200 and response.json()["account_id"] == spelling
+    stored = await store.store_get(str(user))
+    assert stored is not None and stored.strategy_version == 8
+    assert await store.store_get(user.hex) is None
+    engine.dispose()
+
+
+@pytest.mark.anyio
 async def test_a_host_engine_opts_in_to_group_commit(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -132,7 +161,7 @@ async def test_the_prometheus_snippet_exports_what_the_app_answers(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
-    host = run_block(ROOT_PYTHON[2], tmp_path, monkeypatch)["host"]
+    host = run_block(ROOT_PYTHON[3], tmp_path, monkeypatch)["host"]
     body = {**EXAMPLE_REQUEST, "account_id": "acct-1"}
     assert (await post(host, "/phonefarm/runtime-snapshots/upsert", "key", body)).status_code == 200
     transport = httpx.ASGITransport(app=host)
@@ -145,14 +174,14 @@ async def test_the_prometheus_snippet_exports_what_the_app_answers(
 
 @pytest.mark.anyio
 async def test_the_tenant_accounts_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    app = run_block(ROOT_PYTHON[3], tmp_path, monkeypatch)["app"]
+    app = run_block(ROOT_PYTHON[4], tmp_path, monkeypatch)["app"]
     body = {**EXAMPLE_REQUEST, "account_id": "acct-1"}
     assert (await post(app, "/runtime-snapshots/upsert", "key-a", body)).status_code == 200
     assert (await post(app, "/runtime-snapshots/upsert", "key-b", body)).status_code == 404
 
 
 def test_the_conformance_kit_snippet_passes(tmp_path: Path) -> None:
-    (tmp_path / "test_my_store.py").write_text(ROOT_PYTHON[4], encoding="utf-8")
+    (tmp_path / "test_my_store.py").write_text(ROOT_PYTHON[5], encoding="utf-8")
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_my_store.py"],
         cwd=tmp_path,
