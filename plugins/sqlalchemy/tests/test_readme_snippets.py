@@ -73,10 +73,10 @@ async def post(app: Any, path: str, token: str, body: dict[str, Any]) -> httpx.R
 
 def test_the_readmes_have_the_blocks_this_file_runs() -> None:
     assert len(ROOT_PYTHON) == 6
-    assert len(PLUGIN_PYTHON) == 3
+    assert len(PLUGIN_PYTHON) == 4
     assert "from runtime_snapshot_mount_sqlalchemy.migrations import render_item" in ENV_PY
     assert "render_item=render_item," in ENV_PY
-    assert PLUGIN_PYTHON[1].splitlines()[0] in ENV_PY
+    assert PLUGIN_PYTHON[2].splitlines()[0] in ENV_PY
 
 
 @pytest.mark.anyio
@@ -139,12 +139,29 @@ async def test_a_uuid_keyed_host_stores_every_spelling_once(
 
 
 @pytest.mark.anyio
+async def test_a_host_conversion_decides_which_ids_name_a_user(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy import insert
+
+    namespace = run_block(PLUGIN_PYTHON[1], tmp_path, monkeypatch)
+    engine, accounts, user = namespace["engine"], namespace["accounts"], uuid.uuid4()
+    namespace["Base"].metadata.create_all(engine)
+    with engine.begin() as connection:
+        connection.execute(insert(namespace["User"]), [{"id": user, "is_active": True}])
+    found = await accounts.get_account(user.hex.upper(), None)
+    assert found is not None and found.account_id == str(user)
+    assert await accounts.get_account(str(user), None) is None  # dashes: not the farm's form
+    engine.dispose()
+
+
+@pytest.mark.anyio
 async def test_a_host_engine_opts_in_to_group_commit(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from runtime_snapshot_mount import create_app
 
-    namespace = run_block(PLUGIN_PYTHON[2], tmp_path, monkeypatch)
+    namespace = run_block(PLUGIN_PYTHON[3], tmp_path, monkeypatch)
     store = namespace["store"]
     app = create_app(store, api_keys=["secret"], accounts=[EXAMPLE_REQUEST["account_id"]])
     response = await post(app, "/runtime-snapshots/upsert", "secret", EXAMPLE_REQUEST)
