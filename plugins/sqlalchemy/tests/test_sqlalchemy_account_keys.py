@@ -5,6 +5,7 @@ spelling."""
 
 from __future__ import annotations
 
+import contextlib
 import random
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -145,16 +146,20 @@ async def send(app: Any, account_id: str, version: int, *, read: bool = False) -
         return await client.post(UPSERT, json=request_body(account_id, version), headers=AUTH)
 
 
-def uuid_accounts(host: Host, kind: str) -> tuple[SQLAlchemyAccounts, Any]:
-    """Accounts over the UUID-keyed model ``kind``, and the table (or model) to seed."""
+def uuid_host(host: Host, kind: str) -> tuple[Any, uuid.UUID]:
+    """The app over the UUID-keyed model ``kind``, and the one active user it holds."""
     if kind == "sqlmodel":
         model = SQLModelUser
+        table: Any = model.__table__
         accounts = SQLAlchemyAccounts(
             host.engine, model, id_column=model.id, active=model.is_active
         )
-        return accounts, model.__table__
-    table = UUID_TABLES[kind]
-    return SQLAlchemyAccounts(host.engine, table, id_column="id", active="is_active"), table
+    else:
+        table = UUID_TABLES[kind]
+        accounts = SQLAlchemyAccounts(host.engine, table, id_column="id", active="is_active")
+    user = uuid.uuid4()
+    host.add(table, user if kind != "uuid-as-text" else str(user))
+    return host.app(accounts), user
 
 
 UUID_KINDS = ["uuid", "uuid-as-text", "sqlmodel"]
@@ -164,10 +169,7 @@ UUID_KINDS = ["uuid", "uuid-as-text", "sqlmodel"]
 async def test_the_api_pages_id_against_a_uuid_key_is_not_found_without_a_query(
     host: Host, kind: str
 ) -> None:
-    accounts, table = uuid_accounts(host, kind)
-    user = uuid.uuid4()
-    host.add(table, user if kind != "uuid-as-text" else str(user))
-    app = host.app(accounts)
+    app, user = uuid_host(host, kind)
     for not_a_uuid in (API_PAGE_ID, str(user)[:-1], str(user) + "0", "😀" * 32):
         response = await send(app, not_a_uuid, 7)
         assert (response.status_code, response.json()) == (404, NOT_FOUND), not_a_uuid
@@ -181,10 +183,7 @@ async def test_the_api_pages_id_against_a_uuid_key_is_not_found_without_a_query(
 async def test_every_spelling_of_a_uuid_reaches_one_row_and_one_stale_rule(
     host: Host, kind: str
 ) -> None:
-    accounts, table = uuid_accounts(host, kind)
-    user = uuid.uuid4()
-    host.add(table, user if kind != "uuid-as-text" else str(user))
-    app = host.app(accounts)
+    app, user = uuid_host(host, kind)
     upper, dashless, canonical, urn = str(user).upper(), user.hex, str(user), user.urn
 
     first = await send(app, upper, 7)
@@ -266,6 +265,27 @@ async def test_string_keys_are_compared_as_sent(host: Host) -> None:
     assert (await send(app, API_PAGE_ID + "-" + handle, 7)).status_code == 404
 
 
+@contextlib.asynccontextmanager
+async def one_account(
+    database: Database, table: Table, key: Any
+) -> AsyncIterator[tuple[Any, SQLAlchemyStore]]:
+    """``table`` made on ``database`` with one active account ``key``, and the app whose
+    accounts come from it (with its store); the table is dropped afterwards."""
+    admin = create_engine(database.sync_url)
+    table.create(admin)
+    with admin.begin() as connection:
+        connection.execute(insert(table), [{"id": key, "is_active": True}])
+    engine = database.engine("async")
+    store = SQLAlchemyStore(engine, table=database.table)
+    accounts = SQLAlchemyAccounts(engine, table, id_column="id", active="is_active")
+    try:
+        yield create_app(store, accounts, api_keys=["test-key"], entry_points=False), store
+    finally:
+        await dispose(engine)
+        table.drop(admin)
+        admin.dispose()
+
+
 @pytest.mark.postgres
 @pytest.mark.parametrize("as_uuid", [True, False])
 async def test_a_postgresql_uuid_column_never_sees_a_non_uuid(
@@ -279,31 +299,13 @@ async def test_a_postgresql_uuid_column_never_sees_a_non_uuid(
         Column("id", postgresql.UUID(as_uuid=as_uuid), primary_key=True),
         Column("is_active", Boolean, nullable=False),
     )
-    admin = create_engine(postgres.sync_url)
-    table.create(admin)
     user = uuid.uuid4()
-    with admin.begin() as connection:
-        connection.execute(
-            insert(table), [{"id": user if as_uuid else str(user), "is_active": True}]
-        )
-    engine = postgres.engine("async")
-    try:
-        accounts = SQLAlchemyAccounts(engine, table, id_column="id", active="is_active")
-        app = create_app(
-            SQLAlchemyStore(engine, table=postgres.table),
-            accounts,
-            api_keys=["test-key"],
-            entry_points=False,
-        )
+    async with one_account(postgres, table, user if as_uuid else str(user)) as (app, store):
         response = await send(app, API_PAGE_ID, 7)
         assert (response.status_code, response.json()) == (404, NOT_FOUND)
         response = await send(app, str(user).upper(), 7)
         assert response.status_code == 200 and response.json()["account_id"] == str(user).upper()
-        assert await SQLAlchemyStore(engine, table=postgres.table).store_get(str(user)) is not None
-    finally:
-        await dispose(engine)
-        table.drop(admin)
-        admin.dispose()
+        assert await store.store_get(str(user)) is not None
 
 
 @pytest.mark.mariadb
@@ -319,29 +321,12 @@ async def test_a_case_insensitive_collation_stores_under_the_rows_own_spelling(
         Column("is_active", Boolean, nullable=False),
         mariadb_charset="utf8mb4",
     )
-    admin = create_engine(mariadb.sync_url)
-    table.create(admin)
     handle = f"carol-{uuid.uuid4().hex[:8]}"
-    with admin.begin() as connection:
-        connection.execute(insert(table), [{"id": handle, "is_active": True}])
-    engine = mariadb.engine("async")
-    try:
-        accounts = SQLAlchemyAccounts(engine, table, id_column="id", active="is_active")
-        app = create_app(
-            SQLAlchemyStore(engine, table=mariadb.table),
-            accounts,
-            api_keys=["test-key"],
-            entry_points=False,
-        )
+    async with one_account(mariadb, table, handle) as (app, store):
         assert (await send(app, handle.upper(), 7)).json()["status"] == "upserted"
         assert (await send(app, handle.title(), 6)).json()["status"] == "ignored_stale"
-        stored = SQLAlchemyStore(engine, table=mariadb.table)
-        assert (await stored.store_get(handle)) is not None
-        assert (await stored.store_get(handle.upper())) is None
-    finally:
-        await dispose(engine)
-        table.drop(admin)
-        admin.dispose()
+        assert (await store.store_get(handle)) is not None
+        assert (await store.store_get(handle.upper())) is None
 
 
 @pytest.fixture
