@@ -342,7 +342,7 @@ def test_the_factory_under_gunicorn_with_two_workers(tmp_path: Path) -> None:
     command = python_module(
         "gunicorn",
         "-k",
-        "uvicorn.workers.UvicornWorker",
+        "uvicorn_worker.UvicornWorker",
         "-w",
         "2",
         "-b",

@@ -1,9 +1,11 @@
 """The standalone server's ASGI app, for process managers: ``create_app_from_env``.
 
 ``uvicorn --factory runtime_snapshot_mount.standalone:create_app_from_env`` runs it, and so
-does gunicorn with ``-k uvicorn.workers.UvicornWorker`` and the app
-``'runtime_snapshot_mount.standalone:create_app_from_env()'``. ``runtime-snapshot-mount
-serve`` is a thin layer over the same factory. The settings come from the environment
+do gunicorn with ``-k uvicorn_worker.UvicornWorker`` and hypercorn with the app
+``'runtime_snapshot_mount.standalone:create_app_from_env()'``, granian with
+``--interface asgi --factory``, and daphne through :mod:`runtime_snapshot_mount.asgi`
+(docs/deployment.md has each command line). ``runtime-snapshot-mount serve`` is a thin layer
+over the same factory. The settings come from the environment
 variables of :data:`ENVIRONMENT` (see :class:`Settings`). Each worker process opens its own
 store on its own event loop at lifespan start-up, and closes it at shutdown; under a server
 without lifespan (daphne), at its first request instead.
