@@ -73,8 +73,8 @@ async def post(app: Any, path: str, token: str, body: dict[str, Any]) -> httpx.R
 def test_the_readmes_have_the_blocks_this_file_runs() -> None:
     assert len(ROOT_PYTHON) == 6
     assert len(PLUGIN_PYTHON) == 3
-    assert "from runtime_snapshot_mount_sqlalchemy.migrations import render_item" in ENV_PY
-    assert "render_item=render_item," in ENV_PY
+    assert "from runtime_snapshot_mount_sqlalchemy.migrations import alembic_options" in ENV_PY
+    assert ENV_PY.count("**alembic_options(),") == 2  # offline and online
     assert PLUGIN_PYTHON[1].splitlines()[0] in ENV_PY
 
 
