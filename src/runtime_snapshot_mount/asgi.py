@@ -4,7 +4,8 @@ call a factory (daphne): ``daphne runtime_snapshot_mount.asgi:app``.
 Importing this module calls :func:`~runtime_snapshot_mount.standalone.create_app_from_env`,
 so it reads the environment variables then, and fails with a one-line
 :class:`~runtime_snapshot_mount.ConfigurationError` on a bad one. Servers that can call the
-factory themselves should (``uvicorn --factory runtime_snapshot_mount.standalone:create_app_from_env``).
+factory themselves should be given the factory instead (``uvicorn --factory
+runtime_snapshot_mount.standalone:create_app_from_env``).
 """
 
 from __future__ import annotations

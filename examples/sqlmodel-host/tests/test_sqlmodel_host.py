@@ -100,6 +100,18 @@ def add_user(database_url: str, email: str, *, active: bool) -> uuid.UUID:
         engine.dispose()
 
 
+def stored_account_ids(database_url: str) -> list[str]:
+    """The account ids of the snapshot table's rows."""
+    from sqlmodel_host.models import runtime_snapshots
+
+    engine = create_engine(database_url)
+    try:
+        with Session(engine) as session:
+            return list(session.exec(select(runtime_snapshots.c.account_id)).all())
+    finally:
+        engine.dispose()
+
+
 @pytest.mark.postgres
 @pytest.mark.anyio
 async def test_the_api_example_for_an_active_user_is_stored_under_its_uuid(
@@ -121,15 +133,7 @@ async def test_the_api_example_for_an_active_user_is_stored_under_its_uuid(
     assert applied.status_code == 200
     assert applied.content == json.dumps(expected, separators=(",", ":")).encode()
     assert stale.json()["status"] == "ignored_stale"
-    from sqlmodel_host.models import runtime_snapshots
-
-    engine = create_engine(postgres_url)
-    try:
-        with Session(engine) as session:
-            rows = session.exec(select(runtime_snapshots.c.account_id)).all()
-    finally:
-        engine.dispose()
-    assert rows == [user_id]
+    assert stored_account_ids(postgres_url) == [user_id]
 
 
 @pytest.mark.postgres
@@ -148,11 +152,4 @@ async def test_an_unknown_or_inactive_user_answers_404_and_nothing_is_stored(
             assert answer.content == b'{"detail":"Account not found or inactive"}'
         refused = await client.post(UPSERT, json=EXAMPLE_REQUEST, headers={"Authorization": "x"})
         assert refused.status_code == 401
-    from sqlmodel_host.models import runtime_snapshots
-
-    engine = create_engine(postgres_url)
-    try:
-        with Session(engine) as session:
-            assert session.exec(select(runtime_snapshots.c.account_id)).all() == []
-    finally:
-        engine.dispose()
+    assert stored_account_ids(postgres_url) == []

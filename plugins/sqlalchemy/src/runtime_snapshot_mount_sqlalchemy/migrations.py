@@ -62,7 +62,6 @@ def render_item(type_: str, obj: object, autogen_context: AutogenContext) -> str
     return expression
 
 
-
 RenderItem = Callable[[str, Any, Any], "str | Literal[False]"]
 """Alembic's ``render_item`` hook: ``(type_, obj, autogen_context)`` -> source or ``False``."""
 
