@@ -148,16 +148,18 @@ def test_serve_keeps_the_documented_order_in_every_process(tmp_path: Path, worke
     assert sum(events.count("upsert") for events in servers) == 20
 
 
-def test_serve_metrics_sums_every_worker(tmp_path: Path) -> None:
-    """``serve --metrics --workers 2``: ``GET /metrics`` counts the requests of both workers,
-    whichever worker answers it (prometheus_client's multiprocess mode)."""
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_serve_metrics_sums_every_worker(tmp_path: Path, workers: str) -> None:
+    """``serve --metrics``: ``GET /metrics`` counts every request, with one worker (which
+    runs in the command's own process) and with two, whichever worker answers it
+    (prometheus_client's multiprocess mode)."""
     site = tmp_path / "site"
     site.mkdir()
     load_strict_store(site)
     path = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
     env = clean_env(PYTHONPATH=path)
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    args = ["--store", "strict://", "--api-key", "secret", "--workers", "2", "--metrics"]
+    args = ["--store", "strict://", "--api-key", "secret", "--workers", workers, "--metrics"]
     with serving(*args, directory=tmp_path, env=env) as url:
         client = httpx.Client(base_url=url, headers={"Authorization": "Bearer secret"})
         for version in range(1, 41):

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import json
 import signal
@@ -18,6 +19,7 @@ from rsm_support import (
     EXAMPLE_APPLIED,
     EXAMPLE_IGNORED,
     EXAMPLE_REQUEST,
+    FAILURE_BODY,
     UPSERT_URL,
     clean_env,
     compact,
@@ -41,6 +43,7 @@ from runtime_snapshot_mount.standalone import (
     DEFAULT_STORE,
     ENVIRONMENT,
     Settings,
+    StandaloneApp,
     create_app_from_env,
     is_process_local,
 )
@@ -231,6 +234,46 @@ def test_sigterm_with_two_workers_drains_the_request_in_flight_and_exits_0(
     assert all(got[-1] == "close" for got in by_store(events(tmp_path)).values())
 
 
+# -- without a lifespan (daphne) ------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_without_a_lifespan_the_first_requests_start_the_app_once() -> None:
+    """httpx's ASGI transport runs no lifespan, as daphne does: ten concurrent first requests
+    start one store, and every one of them is answered by it."""
+    app = StandaloneApp(Settings(api_keys=("k",), store="memory://", read=True))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        answers = await asyncio.gather(
+            *(
+                client.post(UPSERT_URL, json=example(strategy_version=version), headers=AUTH)
+                for version in range(1, 11)
+            )
+        )
+        assert [answer.status_code for answer in answers] == [200] * 10
+        plugins = app.plugins
+        stored = await client.get(
+            f"/runtime-snapshots/{EXAMPLE_REQUEST['account_id']}", headers=AUTH
+        )
+    assert stored.status_code == 200 and stored.json()["strategy_version"] == 10
+    assert app.plugins is plugins is not None
+
+
+@pytest.mark.anyio
+async def test_without_a_lifespan_a_failed_start_answers_500_and_the_next_request_tries_again() -> (
+    None
+):
+    app = StandaloneApp(Settings(api_keys=("k",), store="nosuch://x"))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        failed = await client.post(UPSERT_URL, json=EXAMPLE_REQUEST, headers=AUTH)
+        assert failed.status_code == 500
+        assert failed.content == FAILURE_BODY and failed.headers["x-request-id"]
+        app.settings = Settings(api_keys=("k",), store="memory://")  # the store is back
+        applied = await client.post(UPSERT_URL, json=EXAMPLE_REQUEST, headers=AUTH)
+    assert applied.content == compact(EXAMPLE_APPLIED)
+
+
 # -- the factory under uvicorn and gunicorn ---------------------------------------------
 
 
@@ -299,7 +342,7 @@ def test_the_factory_under_gunicorn_with_two_workers(tmp_path: Path) -> None:
     command = python_module(
         "gunicorn",
         "-k",
-        "uvicorn.workers.UvicornWorker",
+        "uvicorn_worker.UvicornWorker",
         "-w",
         "2",
         "-b",

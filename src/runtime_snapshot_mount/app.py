@@ -118,7 +118,7 @@ async def _lifespan(receive: Receive, send: Send) -> None:
 
 def create_app(
     *plugins: object,
-    api_keys: Iterable[str] | Mapping[str, Any] = (),
+    api_keys: Iterable[str] | Mapping[str, Any] | None = None,
     accounts: Iterable[str | Account | Mapping[str, Any]] | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     entry_points: bool = True,
@@ -130,7 +130,8 @@ def create_app(
 
     ``plugins`` are plugin objects or modules (exactly one of them, or of the installed
     entry-point plugins, must be a store, e.g. :class:`MemoryStore`). ``api_keys`` adds the
-    built-in bearer-token check (a list of tokens, or a mapping of token to principal);
+    built-in bearer-token check (a list of tokens, or a mapping of token to principal; an
+    empty one is a :class:`ConfigurationError`, since it would refuse every request);
     ``accounts`` adds the built-in account list. Built-ins yield to the plugins' own
     ``authenticate`` and ``get_account``. ``entry_points=False`` skips installed plugins.
     ``openapi=True`` also serves the OpenAPI 3.1 document at ``{mount}/openapi.json``
@@ -152,8 +153,13 @@ def create_app(
     if body_timeout is not None and not body_timeout > 0:
         raise ConfigurationError("body_timeout must be a positive number of seconds, or None")
     builtins: list[object] = [MemoryStoreOpener()]
-    keys = api_keys if isinstance(api_keys, Mapping) else list(api_keys)
-    if keys:
+    if api_keys is not None:
+        keys = api_keys if isinstance(api_keys, Mapping) else list(api_keys)
+        if not keys:
+            raise ConfigurationError(
+                "api_keys is empty: pass at least one accepted bearer token, or leave api_keys "
+                "out and register a plugin that implements authenticate"
+            )
         builtins.append(StaticTokens(keys))
     if accounts is not None:
         builtins.append(StaticAccounts(accounts))

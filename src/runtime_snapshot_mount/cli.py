@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import atexit
 import dataclasses
+import importlib.util
 import json
 import logging
 import os
@@ -349,13 +350,15 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _prepare_metrics() -> None:
     """Check that prometheus_client is installed, and give the workers an empty directory for
-    its multiprocess mode (unless ``PROMETHEUS_MULTIPROC_DIR`` names one), removed at exit."""
-    try:
-        import prometheus_client  # noqa: F401
-    except ImportError:
+    its multiprocess mode (unless ``PROMETHEUS_MULTIPROC_DIR`` names one), removed at exit.
+
+    prometheus_client picks its mode when first imported, so this sets the variable without
+    importing it: a single worker runs in this process, and imports it afterwards.
+    """
+    if importlib.util.find_spec("prometheus_client") is None:
         raise ConfigurationError(
             "--metrics needs prometheus_client: pip install 'runtime-snapshot-mount[prometheus]'"
-        ) from None
+        )
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         directory = tempfile.mkdtemp(prefix="rsm-metrics-")
         atexit.register(shutil.rmtree, directory, ignore_errors=True)

@@ -1,11 +1,14 @@
 """The standalone server's ASGI app, for process managers: ``create_app_from_env``.
 
 ``uvicorn --factory runtime_snapshot_mount.standalone:create_app_from_env`` runs it, and so
-does gunicorn with ``-k uvicorn.workers.UvicornWorker`` and the app
-``'runtime_snapshot_mount.standalone:create_app_from_env()'``. ``runtime-snapshot-mount
-serve`` is a thin layer over the same factory. The settings come from the environment
+do gunicorn with ``-k uvicorn_worker.UvicornWorker`` and hypercorn with the app
+``'runtime_snapshot_mount.standalone:create_app_from_env()'``, granian with
+``--interface asgi --factory``, and daphne through :mod:`runtime_snapshot_mount.asgi`
+(docs/deployment.md has each command line). ``runtime-snapshot-mount serve`` is a thin layer
+over the same factory. The settings come from the environment
 variables of :data:`ENVIRONMENT` (see :class:`Settings`). Each worker process opens its own
-store on its own event loop at lifespan start-up, and closes it at shutdown.
+store on its own event loop at lifespan start-up, and closes it at shutdown; under a server
+without lifespan (daphne), at its first request instead.
 """
 
 from __future__ import annotations
@@ -23,10 +26,10 @@ from urllib.parse import parse_qs, urlsplit
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from . import logging_setup
+from . import answers, logging_setup
 from .app import DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_BODY_BYTES, create_app, route_path
 from .memory import MemoryStoreOpener
-from .operations import LOGGER_NAME
+from .operations import LOGGER_NAME, new_request_id
 from .plugins import ConfigurationError, Plugins
 from .static import AnyAccount, load_accounts_file
 
@@ -296,7 +299,9 @@ class StandaloneApp:
     """The served ASGI app: opens the store and builds the sub-app at lifespan start-up, on
     the server's own event loop, in each worker process; closes the store at shutdown.
 
-    It needs the server's lifespan (uvicorn's and gunicorn's uvicorn worker run it).
+    A server that runs no lifespan (daphne) gets the same start-up on the first request
+    instead, like a store that connects on first use; the store then stays open until the
+    process ends. If that start-up fails, the request answers 500 and the next one tries again.
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -305,24 +310,44 @@ class StandaloneApp:
         self.app: ASGIApp | None = None
         self.plugins: Plugins | None = None
         self.metrics: ASGIApp | None = None  # GET /metrics, with settings.metrics
+        self._starting = asyncio.Lock()  # bound to the serving loop on first use
+        self._stopped = False  # by the lifespan shutdown: no start-up after it
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
             return
-        if self.app is None:
-            raise RuntimeError("the server did not run the lifespan start-up (--lifespan on)")
+        app = self.app
+        if app is None:  # no lifespan start-up ran: start now, once
+            try:
+                app = await self._started()
+            except Exception:
+                logger.exception("start-up on the first request failed")
+                if scope["type"] != "http":
+                    raise
+                await answers.FAILED.send(send, new_request_id())
+                return
         if self.metrics is not None and route_path(scope) == METRICS_PATH:
             await self.metrics(scope, receive, send)
             return
-        await self.app(scope, receive, send)
+        await app(scope, receive, send)
+
+    async def _started(self) -> ASGIApp:
+        """The sub-app, after running the start-up unless a request before this one did."""
+        async with self._starting:
+            if self._stopped:
+                raise RuntimeError("the app has shut down")
+            if self.app is None:
+                await self._start()
+            assert self.app is not None
+            return self.app
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 try:
-                    await self._start()
+                    await self._started()
                 except Exception as error:
                     logger.exception("start-up failed")
                     await send({"type": "lifespan.startup.failed", "message": str(error)})
@@ -363,6 +388,7 @@ class StandaloneApp:
             raise
 
     async def _stop(self) -> None:
+        self._stopped = True
         plugins, self.plugins, self.app = self.plugins, None, None
         try:
             if plugins is not None:

@@ -11,6 +11,7 @@ drops them at the end. Select a backend with ``-m sqlite``, ``-m postgres`` or `
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -24,6 +25,10 @@ from support_sqlalchemy import (
     TcpProxy,
     open_server_database,
 )
+
+# The core's test helpers (rsm_support, standalone_support: starting a server, waiting for its
+# port, stopping it) serve these tests too.
+sys.path.append(str(Path(__file__).resolve().parents[3] / "tests"))
 
 MARKERS = {
     "sqlite": "needs only SQLite (a file in tmp_path)",

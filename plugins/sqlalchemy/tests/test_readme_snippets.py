@@ -72,10 +72,10 @@ async def post(app: Any, path: str, token: str, body: dict[str, Any]) -> httpx.R
 
 
 def test_the_readmes_have_the_blocks_this_file_runs() -> None:
-    assert len(ROOT_PYTHON) == 6
+    assert len(ROOT_PYTHON) == 7
     assert len(PLUGIN_PYTHON) == 4
-    assert "from runtime_snapshot_mount_sqlalchemy.migrations import render_item" in ENV_PY
-    assert "render_item=render_item," in ENV_PY
+    assert "from runtime_snapshot_mount_sqlalchemy.migrations import alembic_options" in ENV_PY
+    assert ENV_PY.count("**alembic_options(),") == 2  # offline and online
     assert PLUGIN_PYTHON[2].splitlines()[0] in ENV_PY
 
 
@@ -156,6 +156,27 @@ async def test_a_host_conversion_decides_which_ids_name_a_user(
 
 
 @pytest.mark.anyio
+async def test_a_host_building_the_app_in_its_lifespan_imports_without_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The import never fails on configuration; the start-up does, naming the empty key
+    list; with the setting present the mounted app answers the example."""
+    from runtime_snapshot_mount import ConfigurationError
+
+    monkeypatch.delenv("PHONEFARM_API_KEYS", raising=False)
+    host = run_block(ROOT_PYTHON[3], tmp_path, monkeypatch)["host"]
+    with pytest.raises(ConfigurationError, match="api_keys is empty"):
+        async with host.router.lifespan_context(host):
+            pass
+    monkeypatch.setenv("PHONEFARM_API_KEYS", "current-key,previous-key")
+    host = run_block(ROOT_PYTHON[3], tmp_path, monkeypatch)["host"]
+    body = {**EXAMPLE_REQUEST, "account_id": "acct-1"}
+    async with host.router.lifespan_context(host):
+        response = await post(host, "/phonefarm/runtime-snapshots/upsert", "previous-key", body)
+    assert response.status_code == 200 and response.json()["status"] == "upserted"
+
+
+@pytest.mark.anyio
 async def test_a_host_engine_opts_in_to_group_commit(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -178,7 +199,7 @@ async def test_the_prometheus_snippet_exports_what_the_app_answers(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
-    host = run_block(ROOT_PYTHON[3], tmp_path, monkeypatch)["host"]
+    host = run_block(ROOT_PYTHON[4], tmp_path, monkeypatch)["host"]
     body = {**EXAMPLE_REQUEST, "account_id": "acct-1"}
     assert (await post(host, "/phonefarm/runtime-snapshots/upsert", "key", body)).status_code == 200
     transport = httpx.ASGITransport(app=host)
@@ -191,14 +212,14 @@ async def test_the_prometheus_snippet_exports_what_the_app_answers(
 
 @pytest.mark.anyio
 async def test_the_tenant_accounts_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    app = run_block(ROOT_PYTHON[4], tmp_path, monkeypatch)["app"]
+    app = run_block(ROOT_PYTHON[5], tmp_path, monkeypatch)["app"]
     body = {**EXAMPLE_REQUEST, "account_id": "acct-1"}
     assert (await post(app, "/runtime-snapshots/upsert", "key-a", body)).status_code == 200
     assert (await post(app, "/runtime-snapshots/upsert", "key-b", body)).status_code == 404
 
 
 def test_the_conformance_kit_snippet_passes(tmp_path: Path) -> None:
-    (tmp_path / "test_my_store.py").write_text(ROOT_PYTHON[5], encoding="utf-8")
+    (tmp_path / "test_my_store.py").write_text(ROOT_PYTHON[6], encoding="utf-8")
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_my_store.py"],
         cwd=tmp_path,

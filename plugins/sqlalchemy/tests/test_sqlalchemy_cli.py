@@ -177,7 +177,7 @@ def test_gunicorn_workers_creating_one_missing_table_at_once_all_start(
     url = database.url("async").update_query_dict({"table": table})
     port = free_port()
     log = tmp_path / "gunicorn.log"
-    command = [sys.executable, "-m", "gunicorn", "-k", "uvicorn.workers.UvicornWorker"]
+    command = [sys.executable, "-m", "gunicorn", "-k", "uvicorn_worker.UvicornWorker"]
     command += ["-w", "4", "-b", f"127.0.0.1:{port}", FACTORY]
     env_url = url.render_as_string(hide_password=False)
     env = {**os.environ, "RSM_STORE": env_url, "RSM_API_KEYS": API_KEY}
