@@ -112,17 +112,22 @@ def stored_account_ids(database_url: str) -> list[str]:
         engine.dispose()
 
 
-@pytest.mark.postgres
 @pytest.mark.anyio
 async def test_the_api_example_for_an_active_user_is_stored_under_its_uuid(
-    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+    database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    command.upgrade(alembic_config(postgres_url, monkeypatch), "head")
-    user_id = str(add_user(postgres_url, "active@example.com", active=True))
+    """The example, sent under the user's UUID in three spellings, keeps one row under the
+    canonical one; each answer echoes the spelling that was sent."""
+    command.upgrade(alembic_config(database_url, monkeypatch), "head")
+    user_id = str(add_user(database_url, "active@example.com", active=True))
     body = {**EXAMPLE_REQUEST, "account_id": user_id}
-    async with running_host(postgres_url, monkeypatch) as (_, client):
+    async with running_host(database_url, monkeypatch) as (_, client):
         applied = await client.post(UPSERT, json=body, headers=AUTH)
         stale = await client.post(UPSERT, json={**body, "strategy_version": 6}, headers=AUTH)
+        upper = {**body, "account_id": user_id.upper(), "strategy_version": 8}
+        later = await client.post(UPSERT, json=upper, headers=AUTH)
+        dashless = {**body, "account_id": user_id.replace("-", ""), "strategy_version": 6}
+        stale_again = await client.post(UPSERT, json=dashless, headers=AUTH)
     expected = {
         "status": "upserted",
         "account_id": user_id,
@@ -133,23 +138,26 @@ async def test_the_api_example_for_an_active_user_is_stored_under_its_uuid(
     assert applied.status_code == 200
     assert applied.content == json.dumps(expected, separators=(",", ":")).encode()
     assert stale.json()["status"] == "ignored_stale"
-    assert stored_account_ids(postgres_url) == [user_id]
+    assert later.json() == {**expected, "account_id": user_id.upper(), "strategy_version": 8}
+    assert stale_again.json()["status"] == "ignored_stale"
+    assert stale_again.json()["account_id"] == user_id.replace("-", "")
+    assert stored_account_ids(database_url) == [user_id]
 
 
-@pytest.mark.postgres
 @pytest.mark.anyio
 async def test_an_unknown_or_inactive_user_answers_404_and_nothing_is_stored(
-    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+    database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    command.upgrade(alembic_config(postgres_url, monkeypatch), "head")
-    inactive = str(add_user(postgres_url, "retired@example.com", active=False))
+    """The API page's own id is no UUID: 404, as for an unknown or inactive user."""
+    command.upgrade(alembic_config(database_url, monkeypatch), "head")
+    inactive = str(add_user(database_url, "retired@example.com", active=False))
     unknown = str(uuid.uuid4())
-    async with running_host(postgres_url, monkeypatch) as (_, client):
-        for account_id in (unknown, inactive):
+    async with running_host(database_url, monkeypatch) as (_, client):
+        for account_id in (unknown, inactive, EXAMPLE_REQUEST["account_id"]):
             body = {**EXAMPLE_REQUEST, "account_id": account_id}
             answer = await client.post(UPSERT, json=body, headers=AUTH)
             assert answer.status_code == 404
             assert answer.content == b'{"detail":"Account not found or inactive"}'
         refused = await client.post(UPSERT, json=EXAMPLE_REQUEST, headers={"Authorization": "x"})
         assert refused.status_code == 401
-    assert stored_account_ids(postgres_url) == []
+    assert stored_account_ids(database_url) == []

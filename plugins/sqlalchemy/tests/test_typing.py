@@ -12,13 +12,15 @@ import pytest
 pytestmark = pytest.mark.sqlite
 
 ROOT = Path(__file__).resolve().parents[3]
-EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
+EXAMPLES = sorted((ROOT / "examples").glob("*.py")) + sorted(
+    (ROOT / "examples" / "sqlmodel-host" / "src").rglob("*.py")
+)
 TYPED_HOST = Path(__file__).with_name("sqlmodel_typed_host.py")
 
 
 def test_there_are_examples_to_check() -> None:
     names = {path.name for path in EXAMPLES}
-    assert {"fastapi_async_host.py", "fastapi_sync_host.py"} <= names
+    assert {"fastapi_async_host.py", "fastapi_sync_host.py", "main.py", "models.py"} <= names
 
 
 def test_mypy_strict_passes_on_the_examples_and_a_sqlmodel_host(
