@@ -1,0 +1,366 @@
+"""The apps the bench serves besides ``serve``: the ceilings, the FastAPI hosts, the wrk check.
+
+A ceiling is a bare Starlette route doing the least the endpoint must do -- read the body,
+parse it, one store step, answer SPEC's body -- with no authentication, validation or
+plugins, served on uvicorn with uvloop, httptools and no access log::
+
+    python -m bench.apps http|postgres|sqlite|mariadb|trivial --port PORT [--db ...]
+
+The hosts are FastAPI apps as ``examples/`` shows them (an ORM ``Account`` model, the host's
+own engine, the sub-app mounted under ``/phonefarm``), served by the uvicorn command::
+
+    uvicorn --factory bench.apps:async_host   # or bench.apps:sync_host
+
+Each host also mounts the host ceiling under ``/ceiling``: a bare Starlette sub-app doing the
+same work on raw asyncpg (token compare, JSON parse, the account's ``is_active``, the
+conditional upsert; both statements on one pooled connection). SQL text is fine here: these
+are hand-written baselines; the column list comes from the SQLAlchemy plugin.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hmac
+import importlib.util
+import json
+import os
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from .common import PATH, TOKEN, answer, snapshot_columns
+
+Step = Callable[[dict[str, Any]], Awaitable[bool]]  # one store step: applied or not
+
+
+def instant(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def compact(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def row(data: dict[str, Any], columns: Sequence[str], when: Callable[[str], Any]) -> list[Any]:
+    """The request's values in column order, as the plugin stores them: the instant through
+    ``when``, JSON as compact text."""
+    skills = data.get("active_skills")
+    typed = {
+        "strategy_synced_at": when(data["strategy_synced_at"]),
+        "active_skills": None if skills is None else compact(skills),
+        "personality": compact(data["personality"]),
+    }
+    return [typed[c] if c in typed else data.get(c) for c in columns]
+
+
+def on_conflict(table: str, columns: Sequence[str], marks: Sequence[str]) -> str:
+    """PostgreSQL's and SQLite's conditional upsert: write unless the stored snapshot is later."""
+    updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c != "account_id")
+    return (
+        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(marks)}) "
+        f"ON CONFLICT (account_id) DO UPDATE SET {updates} "
+        f"WHERE {table}.strategy_version < excluded.strategy_version "
+        f"OR ({table}.strategy_version = excluded.strategy_version "
+        f"AND {table}.strategy_synced_at <= excluded.strategy_synced_at) "
+        "RETURNING strategy_version"
+    )
+
+
+def route_app(step: Step, lifespan: Any = None) -> Starlette:
+    async def upsert(request: Request) -> Response:
+        data = json.loads(await request.body())
+        return JSONResponse(answer(data, await step(data)))
+
+    return Starlette(routes=[Route(PATH, upsert, methods=["POST"])], lifespan=lifespan)
+
+
+async def _keep(connection: Any) -> None:
+    """asyncpg's pool takes a connection back as it is: an autocommitted statement leaves
+    nothing to reset (the default reset is a second round trip)."""
+
+
+def pg_pool(dsn: str, size: int) -> Any:
+    import asyncpg
+
+    return asyncpg.create_pool(dsn, min_size=size, max_size=size, reset=_keep)
+
+
+def http_ceiling() -> Starlette:
+    async def step(data: dict[str, Any]) -> bool:
+        return True
+
+    return route_app(step)
+
+
+def postgres_ceiling(dsn: str, table: str, pool_size: int) -> Starlette:
+    """One autocommitted asyncpg round trip per request."""
+    columns = snapshot_columns()
+    sql = on_conflict(table, columns, [f"${i + 1}" for i in range(len(columns))])
+    state: dict[str, Any] = {}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with pg_pool(dsn, pool_size) as state["pool"]:
+            yield
+
+    async def step(data: dict[str, Any]) -> bool:
+        async with state["pool"].acquire() as connection:
+            return await connection.fetchrow(sql, *row(data, columns, instant)) is not None
+
+    return route_app(step, lifespan)
+
+
+def utc_text(text: str) -> str:
+    """The instant as the plugin stores it on SQLite: UTC ``YYYY-MM-DD HH:MM:SS.ffffff``."""
+    return instant(text).astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def sqlite_ceiling(path: str, table: str) -> Starlette:
+    """Stdlib sqlite3 on the loop's thread, WAL with synchronous=FULL; per request one
+    ``BEGIN IMMEDIATE``, the upsert, one ``COMMIT``: each request committed durably alone."""
+    columns = snapshot_columns()
+    sql = on_conflict(table, columns, ["?"] * len(columns))
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+
+    async def step(data: dict[str, Any]) -> bool:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            found = db.execute(sql, row(data, columns, utc_text)).fetchone()
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return found is not None
+
+    return route_app(step)
+
+
+def naive_utc(text: str) -> datetime:
+    return instant(text).astimezone(timezone.utc).replace(tzinfo=None)
+
+
+def mariadb_ceiling(url: str, table: str, pool_size: int) -> Starlette:
+    """Raw asyncmy, autocommit, one round trip: ``INSERT ... ON DUPLICATE KEY UPDATE col =
+    CASE WHEN <not stale> THEN VALUES(col) ELSE col END ... RETURNING`` (the compared columns
+    assigned last: MariaDB assigns left to right). Applied when the stored row holds the
+    request's own (version, instant)."""
+    import asyncmy
+    from sqlalchemy.engine import make_url
+
+    columns = snapshot_columns()
+    fresh = ["strategy_synced_at", "strategy_version"]
+    not_stale = (
+        f"({table}.strategy_version < VALUES(strategy_version) OR "
+        f"({table}.strategy_version = VALUES(strategy_version) AND "
+        f"{table}.strategy_synced_at <= VALUES(strategy_synced_at)))"
+    )
+    order = [c for c in columns if c not in fresh and c != "account_id"] + fresh
+    updates = ", ".join(f"{c} = CASE WHEN {not_stale} THEN VALUES({c}) ELSE {c} END" for c in order)
+    sql = (
+        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(['%s'] * len(columns))})"
+        f" ON DUPLICATE KEY UPDATE {updates} RETURNING strategy_version, strategy_synced_at"
+    )
+    parts = make_url(url)
+    options = {"host": parts.host, "port": parts.port or 3306, "user": parts.username}
+    options |= {"password": parts.password or "", "db": parts.database, "charset": "utf8mb4"}
+    state: dict[str, Any] = {}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        pool = await asyncmy.create_pool(
+            minsize=pool_size, maxsize=pool_size, autocommit=True, **options
+        )
+        state["pool"] = pool
+        yield
+        pool.close()
+        await pool.wait_closed()
+
+    async def step(data: dict[str, Any]) -> bool:
+        values = row(data, columns, naive_utc)
+        async with state["pool"].acquire() as connection, connection.cursor() as cursor:
+            await cursor.execute(sql, values)
+            stored = await cursor.fetchone()
+        return tuple(stored) == (data["strategy_version"], naive_utc(data["strategy_synced_at"]))
+
+    return route_app(step, lifespan)
+
+
+# ---------------------------------------------------------------- the FastAPI hosts
+
+
+def host(engine_kind: str) -> Any:
+    """A FastAPI host as ``examples/`` builds one, on its own engine for
+    ``RSM_BENCH_DATABASE_URL`` (``postgresql+asyncpg://``): an ``AsyncEngine`` there, or a
+    sync ``Engine`` on psycopg. Its tables are ``RSM_BENCH_TABLE``\\ ``_accounts`` (the ORM
+    model, ``RSM_BENCH_ACCOUNTS`` active accounts added at start-up) and ``..._snapshots``;
+    both engines and the ceiling's pool hold ``RSM_BENCH_POOL_SIZE`` connections."""
+    from fastapi import FastAPI
+    from runtime_snapshot_mount_sqlalchemy import (
+        SQLAlchemyAccounts,
+        SQLAlchemyStore,
+        snapshot_table,
+    )
+    from sqlalchemy import String, create_engine, insert
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from runtime_snapshot_mount import create_app
+
+    from .common import account_id
+
+    url = make_url(os.environ["RSM_BENCH_DATABASE_URL"])
+    prefix = os.environ["RSM_BENCH_TABLE"]
+    pool_size = int(os.environ["RSM_BENCH_POOL_SIZE"])
+    accounts = [account_id(i) for i in range(int(os.environ["RSM_BENCH_ACCOUNTS"]))]
+
+    class Base(DeclarativeBase):
+        pass
+
+    class Account(Base):
+        __tablename__ = f"{prefix}_accounts"
+        account_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+        is_active: Mapped[bool] = mapped_column(default=True)
+
+    snapshots = snapshot_table(Base.metadata, f"{prefix}_snapshots")
+    sized = {"pool_size": pool_size, "max_overflow": 0}
+    if engine_kind == "async":
+        engine: Any = create_async_engine(url, **sized)
+    else:
+        engine = create_engine(url.set(drivername="postgresql+psycopg"), **sized)
+    state: dict[str, Any] = {}
+
+    def prepare(connection: Any) -> None:
+        # A real host runs its migrations; the bench creates the tables and its accounts.
+        Base.metadata.create_all(connection)
+        connection.execute(insert(Account), [{"account_id": a} for a in accounts])
+
+    def prepare_sync() -> None:
+        with engine.begin() as connection:
+            prepare(connection)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        if engine_kind == "async":
+            async with engine.begin() as connection:
+                await connection.run_sync(prepare)
+        else:
+            await asyncio.to_thread(prepare_sync)
+        dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        async with pg_pool(dsn, pool_size) as state["pool"]:
+            yield
+        closed = engine.dispose()
+        if engine_kind == "async":
+            await closed
+
+    columns = snapshot_columns()
+    find = f"SELECT is_active FROM {Account.__tablename__} WHERE account_id = $1"
+    upsert = on_conflict(snapshots.name, columns, [f"${i + 1}" for i in range(len(columns))])
+    expected = f"Bearer {TOKEN}".encode()
+
+    async def ceiling(request: Request) -> Response:
+        given = request.headers.get("authorization", "").encode()
+        if not hmac.compare_digest(given, expected):
+            return JSONResponse({"detail": "Unauthorized"}, 401)
+        data = json.loads(await request.body())
+        async with state["pool"].acquire() as connection:
+            if not await connection.fetchval(find, data["account_id"]):
+                return JSONResponse({"detail": "Not Found"}, 404)
+            stored = await connection.fetchrow(upsert, *row(data, columns, instant))
+        return JSONResponse(answer(data, stored is not None))
+
+    app = FastAPI(lifespan=lifespan)
+    store = SQLAlchemyStore(engine, table=snapshots)
+    lookup = SQLAlchemyAccounts(engine, Account, id_column="account_id", active="is_active")
+    app.mount("/phonefarm", create_app(store, lookup, api_keys=[TOKEN]))
+    app.mount("/ceiling", Starlette(routes=[Route(PATH, ceiling, methods=["POST"])]))
+    return app
+
+
+def async_host() -> Any:
+    return host("async")
+
+
+def sync_host() -> Any:
+    return host("sync")
+
+
+# ---------------------------------------------------------------- the wrk check
+
+
+class Trivial(asyncio.Protocol):
+    """Answers each request (headers plus Content-Length bytes) with a fixed 200: what wrk
+    itself can send and check."""
+
+    ANSWER = b'{"status":"upserted"}'
+    RESPONSE = b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(ANSWER), ANSWER)
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport, self.buffer = transport, b""
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        answers = 0
+        while (end := self.buffer.find(b"\r\n\r\n")) >= 0:
+            head = self.buffer[:end].lower()
+            at = head.find(b"content-length:")
+            length = int(head[at + 15 :].split(b"\r\n", 1)[0]) if at >= 0 else 0
+            if len(self.buffer) < end + 4 + length:
+                break
+            self.buffer = self.buffer[end + 4 + length :]
+            answers += 1
+        self.transport.write(self.RESPONSE * answers)
+
+
+async def trivial(port: int) -> None:
+    server = await asyncio.get_running_loop().create_server(Trivial, "127.0.0.1", port)
+    await server.serve_forever()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Serve one ceiling on the best stack.")
+    parser.add_argument("kind", choices=["http", "postgres", "sqlite", "mariadb", "trivial"])
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--db", help="postgres: libpq URL; mariadb: URL; sqlite: the file")
+    parser.add_argument("--table", default="runtime_snapshots")
+    parser.add_argument("--pool-size", type=int, default=20)
+    args = parser.parse_args()
+    missing = [name for name in ("uvloop", "httptools") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise SystemExit(f"the ceilings run on uvloop and httptools; missing: {missing}")
+    import uvicorn
+    import uvloop
+
+    if args.kind == "trivial":
+        uvloop.run(trivial(args.port))
+        return
+    app = {
+        "http": http_ceiling,
+        "postgres": lambda: postgres_ceiling(args.db, args.table, args.pool_size),
+        "sqlite": lambda: sqlite_ceiling(args.db, args.table),
+        "mariadb": lambda: mariadb_ceiling(args.db, args.table, args.pool_size),
+    }[args.kind]()
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=args.port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level="warning",
+        backlog=2048,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""The loads: wrk with ``bench/upsert.lua`` for the measured runs, and a small keep-alive
+HTTP/1.1 client in Python for readiness, seeding the stale load, and the soak."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import resource
+import shutil
+import subprocess
+from typing import Any
+
+from .common import BENCH, SEED_VERSION, TOKEN, account_id, body
+
+
+def wrk_command(port: int, path: str, connections: int, seconds: float, expect: str,
+                base: int, accounts: int, cpu: int | None = None) -> list[str]:  # fmt: skip
+    """wrk running upsert.lua: versions from ``base`` up; ``expect`` is the status every 200
+    should carry (``upserted`` or ``ignored_stale``)."""
+    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "30s"]
+    cmd += ["-s", str(BENCH / "upsert.lua"), f"http://127.0.0.1:{port}{path}", "--"]
+    cmd += [str(base), str(accounts), TOKEN, "1", expect]
+    return ["taskset", "-c", str(cpu), *cmd] if cpu is not None and shutil.which("taskset") else cmd
+
+
+def wrk(*load: Any) -> tuple[dict[str, Any], float]:
+    """One wrk run (``wrk_command``'s arguments): its figures and the CPU seconds it used."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    done = subprocess.run(wrk_command(*load), capture_output=True, text=True,
+                          timeout=load[3] + 90, check=False)  # fmt: skip
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    used = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    for line in done.stdout.splitlines():
+        if line.startswith("BENCH_JSON "):
+            return json.loads(line.removeprefix("BENCH_JSON ")), used
+    raise RuntimeError(f"wrk printed no figures: {done.stdout[-300:]} {done.stderr[-300:]}")
+
+
+class Client:
+    """One keep-alive HTTP/1.1 connection that POSTs upserts: small enough that one Python
+    process drives several servers."""
+
+    def __init__(self, port: int, path: str, token: str = TOKEN) -> None:
+        self.port = port
+        self.head = (
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
+            "Content-Type: application/json\r\nContent-Length: "
+        ).encode()
+        self.streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+
+    async def post(self, data: bytes) -> tuple[int, dict[str, Any]]:
+        """Send one upsert; its status and JSON answer. Raises on a transport failure."""
+        if self.streams is None:
+            self.streams = await asyncio.open_connection("127.0.0.1", self.port)
+        reader, writer = self.streams
+        writer.write(self.head + b"%d\r\n\r\n" % len(data) + data)
+        lines = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").lower().split("\r\n")
+        fields = dict(line.split(":", 1) for line in lines[1:] if ":" in line)
+        content = await reader.readexactly(int(fields.get("content-length", "0")))
+        if fields.get("connection", "").strip() == "close":
+            self.close()
+        return int(lines[0].split()[1]), json.loads(content or b"{}")
+
+    def close(self) -> None:
+        if self.streams is not None:
+            self.streams[1].close()
+        self.streams = None
+
+
+async def check(port: int, path: str) -> None:
+    """One real upsert must answer 200."""
+    client = Client(port, path)
+    try:
+        status, answer = await asyncio.wait_for(client.post(body(account_id(0), 1)), 30)
+    finally:
+        client.close()
+    if status != 200:
+        raise RuntimeError(f"the first upsert answered {status}: {answer}")
+
+
+async def seed(port: int, path: str, accounts: int, connections: int = 8) -> int:
+    """Store every account at ``SEED_VERSION``, each answered ``upserted``: every request of
+    the stale load then carries a lower version. Returns the requests sent."""
+
+    async def store(first: int) -> None:
+        client = Client(port, path)
+        try:
+            for i in range(first, accounts, connections):
+                status, answer = await client.post(body(account_id(i), SEED_VERSION))
+                if status != 200 or answer.get("status") != "upserted":
+                    raise RuntimeError(f"seeding {account_id(i)} answered {status}: {answer}")
+        finally:
+            client.close()
+
+    await asyncio.wait_for(asyncio.gather(*map(store, range(connections))), 300)
+    return accounts

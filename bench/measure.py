@@ -1,0 +1,149 @@
+"""Measurement: process CPU and memory with psutil, a py-spy profile from its speedscope
+file, the machine and the package versions."""
+
+from __future__ import annotations
+
+import collections
+import importlib.metadata
+import json
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+DATABASES = frozenset({"postgres", "mariadbd", "mysqld"})
+PACKAGES = ["runtime-snapshot-mount", "runtime-snapshot-mount-sqlalchemy", "starlette", "fastapi",
+            "uvicorn", "uvloop", "httptools", "pydantic", "SQLAlchemy", "asyncpg", "psycopg",
+            "asyncmy"]  # fmt: skip
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and its live descendants (``--workers 2``)."""
+    try:
+        root = psutil.Process(pid)
+        tree = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0.0
+    total = 0.0
+    for process in tree:
+        try:
+            times = process.cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system
+    return total
+
+
+def database_cpu_seconds() -> float:
+    """CPU time of the database servers' processes, plus what a server's exited children
+    (PostgreSQL backends of closed connections) used."""
+    total = 0.0
+    for process in psutil.process_iter(["name", "ppid", "cpu_times"]):
+        if process.info["name"] not in DATABASES or process.info["cpu_times"] is None:
+            continue
+        times = process.info["cpu_times"]
+        total += times.user + times.system
+        try:
+            parent = psutil.Process(process.info["ppid"]).name()
+        except psutil.Error:
+            parent = ""
+        if parent not in DATABASES:
+            total += times.children_user + times.children_system
+    return total
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine has been busy (all cores)."""
+    times = psutil.cpu_times()
+    return sum(times) - times.idle - getattr(times, "iowait", 0.0) - getattr(times, "guest", 0.0)
+
+
+def wait_for_quiet(limit: float, max_wait: float) -> None:
+    """Wait at most ``max_wait`` s until the machine uses less than ``limit`` of one core."""
+    deadline = time.monotonic() + max_wait
+    while time.monotonic() < deadline:
+        if psutil.cpu_percent(interval=1) * psutil.cpu_count() / 100 < limit:
+            return
+
+
+def rss(pid: int) -> int | None:
+    try:
+        return int(psutil.Process(pid).memory_info().rss)
+    except psutil.Error:
+        return None
+
+
+def versions() -> dict[str, str]:
+    found = {}
+    for name in PACKAGES:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = "-"
+    return found
+
+
+def machine() -> str:
+    wrk = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False).stdout
+    return (
+        f"{psutil.cpu_count()} cores ({platform.processor() or platform.machine()}), "
+        f"{platform.system()} {platform.release()}, Python {platform.python_version()}, "
+        f"{wrk.split(' [')[0].strip() or 'wrk'}"
+    )
+
+
+def py_spy() -> str:
+    found = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(found).exists():
+        raise RuntimeError("py-spy is not installed (bench/requirements.txt)")
+    return found
+
+
+def record(pid: int, seconds: float, path: Path, cpu: int | None) -> None:
+    """Sample ``pid`` and its subprocesses with py-spy into a speedscope file: the thread
+    holding the interpreter lock (what runs Python: the CPU time of every thread)."""
+    cmd = [py_spy(), "record", "--pid", str(pid), "--subprocesses", "--gil", "--rate", "200"]
+    cmd += ["--duration", str(round(seconds)), "--format", "speedscope", "-o", str(path)]
+    if cpu is not None and shutil.which("taskset"):
+        cmd = ["taskset", "-c", str(cpu), *cmd]
+    subprocess.run(cmd, capture_output=True, timeout=seconds + 60, check=True)
+
+
+def where_time_goes(path: Path, top: int = 12) -> list[str]:
+    """Lines summing up a speedscope profile: the share of the samples by package of the
+    innermost frame, and the functions with the most self and total time."""
+    data = json.loads(path.read_text())
+    names = [f"{f['name']} ({package(f.get('file') or '')})" for f in data["shared"]["frames"]]
+    own: collections.Counter[str] = collections.Counter()
+    inside: collections.Counter[str] = collections.Counter()
+    packages: collections.Counter[str] = collections.Counter()
+    stacks = [stack for profile in data["profiles"] for stack in profile["samples"] if stack]
+    for stack in stacks:
+        own[names[stack[-1]]] += 1
+        packages[names[stack[-1]].rsplit("(", 1)[1][:-1]] += 1
+        inside.update({names[index] for index in stack})
+
+    def share(counts: list[tuple[str, int]]) -> str:
+        return ", ".join(f"{name} {count / len(stacks):.0%}" for name, count in counts)
+
+    busy = [(k, v) for k, v in inside.most_common() if v < 0.98 * len(stacks)][:top]
+    return [
+        f"  {len(stacks)} samples of the thread holding the interpreter lock; by package: "
+        + share(packages.most_common(8)),
+        f"  most self time: {share(own.most_common(top))}",
+        f"  most total time (with callees): {share(busy)}",
+    ]
+
+
+def package(file: str) -> str:
+    """A source file's package: the folder after site-packages, src or the standard library."""
+    parts = Path(file).parts
+    for i in range(len(parts) - 1, -1, -1):
+        if parts[i] in ("site-packages", "src") or parts[i].startswith("python3."):
+            return parts[i + 1].removesuffix(".py") if i + 1 < len(parts) else "?"
+    return Path(file).parent.name or file
