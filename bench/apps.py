@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import contextlib
 import hmac
-import importlib.util
 import json
 import os
 import sqlite3
@@ -31,15 +30,23 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
+import asyncpg
+from fastapi import FastAPI
+from runtime_snapshot_mount_sqlalchemy import SQLAlchemyAccounts, SQLAlchemyStore, snapshot_table
+from sqlalchemy import String, create_engine, insert
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .common import PATH, TOKEN, answer, snapshot_columns
+from runtime_snapshot_mount import create_app
 
-Step = Callable[[dict[str, Any]], Awaitable[bool]]  # one store step: applied or not
+from .common import PATH, TOKEN, account_id, answer, libpq, snapshot_columns
+
+Step = Callable[[Any, dict[str, Any]], Awaitable[bool]]  # (pool, request): applied or not
 
 
 def instant(text: str) -> datetime:
@@ -75,10 +82,22 @@ def on_conflict(table: str, columns: Sequence[str], marks: Sequence[str]) -> str
     )
 
 
-def route_app(step: Step, lifespan: Any = None) -> Starlette:
+def numbered(columns: Sequence[str]) -> list[str]:
+    return [f"${i + 1}" for i in range(len(columns))]
+
+
+def route_app(step: Step, pool: Callable[[], Any] = contextlib.nullcontext) -> Starlette:
+    """The ceiling's one route; ``pool`` opens the connections ``step`` is given."""
+    state: dict[str, Any] = {}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with pool() as state["pool"]:
+            yield
+
     async def upsert(request: Request) -> Response:
         data = json.loads(await request.body())
-        return JSONResponse(answer(data, await step(data)))
+        return JSONResponse(answer(data, await step(state["pool"], data)))
 
     return Starlette(routes=[Route(PATH, upsert, methods=["POST"])], lifespan=lifespan)
 
@@ -89,34 +108,24 @@ async def _keep(connection: Any) -> None:
 
 
 def pg_pool(dsn: str, size: int) -> Any:
-    import asyncpg
-
     return asyncpg.create_pool(dsn, min_size=size, max_size=size, reset=_keep)
 
 
-def http_ceiling() -> Starlette:
-    async def step(data: dict[str, Any]) -> bool:
-        return True
-
-    return route_app(step)
+async def applied(pool: Any, data: dict[str, Any]) -> bool:
+    """The HTTP ceiling's store step: none."""
+    return True
 
 
 def postgres_ceiling(dsn: str, table: str, pool_size: int) -> Starlette:
     """One autocommitted asyncpg round trip per request."""
     columns = snapshot_columns()
-    sql = on_conflict(table, columns, [f"${i + 1}" for i in range(len(columns))])
-    state: dict[str, Any] = {}
+    sql = on_conflict(table, columns, numbered(columns))
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with pg_pool(dsn, pool_size) as state["pool"]:
-            yield
-
-    async def step(data: dict[str, Any]) -> bool:
-        async with state["pool"].acquire() as connection:
+    async def step(pool: Any, data: dict[str, Any]) -> bool:
+        async with pool.acquire() as connection:
             return await connection.fetchrow(sql, *row(data, columns, instant)) is not None
 
-    return route_app(step, lifespan)
+    return route_app(step, lambda: pg_pool(dsn, pool_size))
 
 
 def utc_text(text: str) -> str:
@@ -133,7 +142,7 @@ def sqlite_ceiling(path: str, table: str) -> Starlette:
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=FULL")
 
-    async def step(data: dict[str, Any]) -> bool:
+    async def step(pool: Any, data: dict[str, Any]) -> bool:
         db.execute("BEGIN IMMEDIATE")
         try:
             found = db.execute(sql, row(data, columns, utc_text)).fetchone()
@@ -156,14 +165,12 @@ def mariadb_ceiling(url: str, table: str, pool_size: int) -> Starlette:
     assigned last: MariaDB assigns left to right). Applied when the stored row holds the
     request's own (version, instant)."""
     import asyncmy
-    from sqlalchemy.engine import make_url
 
-    columns = snapshot_columns()
-    fresh = ["strategy_synced_at", "strategy_version"]
+    columns, fresh = snapshot_columns(), ["strategy_synced_at", "strategy_version"]
+    old, new = (f"{table}.strategy_version", f"{table}.strategy_synced_at"), fresh[::-1]
     not_stale = (
-        f"({table}.strategy_version < VALUES(strategy_version) OR "
-        f"({table}.strategy_version = VALUES(strategy_version) AND "
-        f"{table}.strategy_synced_at <= VALUES(strategy_synced_at)))"
+        f"({old[0]} < VALUES({new[0]}) OR ({old[0]} = VALUES({new[0]}) "
+        f"AND {old[1]} <= VALUES({new[1]})))"
     )
     order = [c for c in columns if c not in fresh and c != "account_id"] + fresh
     updates = ", ".join(f"{c} = CASE WHEN {not_stale} THEN VALUES({c}) ELSE {c} END" for c in order)
@@ -174,55 +181,30 @@ def mariadb_ceiling(url: str, table: str, pool_size: int) -> Starlette:
     parts = make_url(url)
     options = {"host": parts.host, "port": parts.port or 3306, "user": parts.username}
     options |= {"password": parts.password or "", "db": parts.database, "charset": "utf8mb4"}
-    state: dict[str, Any] = {}
+    options |= {"minsize": pool_size, "maxsize": pool_size, "autocommit": True}
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        pool = await asyncmy.create_pool(
-            minsize=pool_size, maxsize=pool_size, autocommit=True, **options
-        )
-        state["pool"] = pool
-        yield
-        pool.close()
-        await pool.wait_closed()
-
-    async def step(data: dict[str, Any]) -> bool:
+    async def step(pool: Any, data: dict[str, Any]) -> bool:
         values = row(data, columns, naive_utc)
-        async with state["pool"].acquire() as connection, connection.cursor() as cursor:
+        async with pool.acquire() as connection, connection.cursor() as cursor:
             await cursor.execute(sql, values)
             stored = await cursor.fetchone()
         return tuple(stored) == (data["strategy_version"], naive_utc(data["strategy_synced_at"]))
 
-    return route_app(step, lifespan)
+    return route_app(step, lambda: asyncmy.create_pool(**options))
 
 
 # ---------------------------------------------------------------- the FastAPI hosts
 
 
-def host(engine_kind: str) -> Any:
-    """A FastAPI host as ``examples/`` builds one, on its own engine for
-    ``RSM_BENCH_DATABASE_URL`` (``postgresql+asyncpg://``): an ``AsyncEngine`` there, or a
-    sync ``Engine`` on psycopg. Its tables are ``RSM_BENCH_TABLE``\\ ``_accounts`` (the ORM
-    model, ``RSM_BENCH_ACCOUNTS`` active accounts added at start-up) and ``..._snapshots``;
-    both engines and the ceiling's pool hold ``RSM_BENCH_POOL_SIZE`` connections."""
-    from fastapi import FastAPI
-    from runtime_snapshot_mount_sqlalchemy import (
-        SQLAlchemyAccounts,
-        SQLAlchemyStore,
-        snapshot_table,
-    )
-    from sqlalchemy import String, create_engine, insert
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.ext.asyncio import create_async_engine
-
-    from runtime_snapshot_mount import create_app
-
-    from .common import account_id
-
+def host(engine_kind: str) -> FastAPI:
+    """A FastAPI host as ``examples/`` builds one, with its own engine on
+    ``RSM_BENCH_DATABASE_URL``: an ``AsyncEngine`` (asyncpg), or a sync ``Engine`` (psycopg).
+    Its tables: ``<RSM_BENCH_TABLE>_accounts`` (the ORM model; the bench's accounts are added
+    at start-up, as a demo host does) and ``..._snapshots``. The host's pool and the ceiling's
+    hold ``RSM_BENCH_POOL_SIZE`` connections each."""
     url = make_url(os.environ["RSM_BENCH_DATABASE_URL"])
-    prefix = os.environ["RSM_BENCH_TABLE"]
-    pool_size = int(os.environ["RSM_BENCH_POOL_SIZE"])
-    accounts = [account_id(i) for i in range(int(os.environ["RSM_BENCH_ACCOUNTS"]))]
+    prefix, size = os.environ["RSM_BENCH_TABLE"], int(os.environ["RSM_BENCH_POOL_SIZE"])
+    accounts = [{"account_id": account_id(i)} for i in range(int(os.environ["RSM_BENCH_ACCOUNTS"]))]
 
     class Base(DeclarativeBase):
         pass
@@ -233,44 +215,39 @@ def host(engine_kind: str) -> Any:
         is_active: Mapped[bool] = mapped_column(default=True)
 
     snapshots = snapshot_table(Base.metadata, f"{prefix}_snapshots")
-    sized = {"pool_size": pool_size, "max_overflow": 0}
     if engine_kind == "async":
-        engine: Any = create_async_engine(url, **sized)
+        engine: Any = create_async_engine(url, pool_size=size, max_overflow=0)
     else:
-        engine = create_engine(url.set(drivername="postgresql+psycopg"), **sized)
+        psycopg = url.set(drivername="postgresql+psycopg")
+        engine = create_engine(psycopg, pool_size=size, max_overflow=0)
     state: dict[str, Any] = {}
 
     def prepare(connection: Any) -> None:
-        # A real host runs its migrations; the bench creates the tables and its accounts.
         Base.metadata.create_all(connection)
-        connection.execute(insert(Account), [{"account_id": a} for a in accounts])
-
-    def prepare_sync() -> None:
-        with engine.begin() as connection:
-            prepare(connection)
+        connection.execute(insert(Account), accounts)
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Any) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if engine_kind == "async":
             async with engine.begin() as connection:
                 await connection.run_sync(prepare)
         else:
-            await asyncio.to_thread(prepare_sync)
-        dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
-        async with pg_pool(dsn, pool_size) as state["pool"]:
+            with engine.begin() as connection:
+                prepare(connection)
+        async with pg_pool(libpq(os.environ["RSM_BENCH_DATABASE_URL"]), size) as pool:
+            state["pool"] = pool
             yield
-        closed = engine.dispose()
+        disposed = engine.dispose()
         if engine_kind == "async":
-            await closed
+            await disposed
 
     columns = snapshot_columns()
     find = f"SELECT is_active FROM {Account.__tablename__} WHERE account_id = $1"
-    upsert = on_conflict(snapshots.name, columns, [f"${i + 1}" for i in range(len(columns))])
+    upsert = on_conflict(snapshots.name, columns, numbered(columns))
     expected = f"Bearer {TOKEN}".encode()
 
     async def ceiling(request: Request) -> Response:
-        given = request.headers.get("authorization", "").encode()
-        if not hmac.compare_digest(given, expected):
+        if not hmac.compare_digest(request.headers.get("authorization", "").encode(), expected):
             return JSONResponse({"detail": "Unauthorized"}, 401)
         data = json.loads(await request.body())
         async with state["pool"].acquire() as connection:
@@ -287,11 +264,11 @@ def host(engine_kind: str) -> Any:
     return app
 
 
-def async_host() -> Any:
+def async_host() -> FastAPI:
     return host("async")
 
 
-def sync_host() -> Any:
+def sync_host() -> FastAPI:
     return host("sync")
 
 
@@ -333,33 +310,21 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--db", help="postgres: libpq URL; mariadb: URL; sqlite: the file")
     parser.add_argument("--table", default="runtime_snapshots")
-    parser.add_argument("--pool-size", type=int, default=20)
     args = parser.parse_args()
-    missing = [name for name in ("uvloop", "httptools") if importlib.util.find_spec(name) is None]
-    if missing:
-        raise SystemExit(f"the ceilings run on uvloop and httptools; missing: {missing}")
     import uvicorn
-    import uvloop
+    import uvloop  # the ceilings refuse to run on a slower stack than the best
 
+    size = int(os.environ.get("RSM_BENCH_POOL_SIZE", "20"))
     if args.kind == "trivial":
-        uvloop.run(trivial(args.port))
-        return
+        return uvloop.run(trivial(args.port))
     app = {
-        "http": http_ceiling,
-        "postgres": lambda: postgres_ceiling(args.db, args.table, args.pool_size),
+        "http": lambda: route_app(applied),
+        "postgres": lambda: postgres_ceiling(args.db, args.table, size),
         "sqlite": lambda: sqlite_ceiling(args.db, args.table),
-        "mariadb": lambda: mariadb_ceiling(args.db, args.table, args.pool_size),
+        "mariadb": lambda: mariadb_ceiling(args.db, args.table, size),
     }[args.kind]()
-    uvicorn.run(
-        app,
-        host="127.0.0.1",
-        port=args.port,
-        loop="uvloop",
-        http="httptools",
-        access_log=False,
-        log_level="warning",
-        backlog=2048,
-    )
+    options = {"loop": "uvloop", "http": "httptools", "access_log": False, "backlog": 2048}
+    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", **options)
 
 
 if __name__ == "__main__":

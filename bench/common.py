@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -40,3 +41,17 @@ def snapshot_columns() -> tuple[str, ...]:
     from sqlalchemy import MetaData
 
     return tuple(column.name for column in snapshot_table(MetaData()).columns)
+
+
+def libpq(url: str) -> str:
+    """A ``postgresql+asyncpg://`` URL as asyncpg itself takes it."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def pinned(cpu: int | None, command: list[str]) -> list[str]:
+    """``command`` bound to core ``cpu`` with taskset (None: not bound)."""
+    if cpu is None or not shutil.which("taskset"):
+        return command
+    return ["taskset", "-c", str(cpu), *command]

@@ -6,44 +6,54 @@ from __future__ import annotations
 import asyncio
 import json
 import resource
-import shutil
 import subprocess
+from dataclasses import dataclass
 from typing import Any
 
-from .common import BENCH, SEED_VERSION, TOKEN, account_id, body
+from .common import BENCH, SEED_VERSION, TOKEN, account_id, body, pinned
 
 
-def wrk_command(port: int, path: str, connections: int, seconds: float, expect: str,
-                base: int, accounts: int, cpu: int | None = None) -> list[str]:  # fmt: skip
-    """wrk running upsert.lua: versions from ``base`` up; ``expect`` is the status every 200
-    should carry (``upserted`` or ``ignored_stale``)."""
-    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "30s"]
-    cmd += ["-s", str(BENCH / "upsert.lua"), f"http://127.0.0.1:{port}{path}", "--"]
-    cmd += [str(base), str(accounts), TOKEN, "1", expect]
-    return ["taskset", "-c", str(cpu), *cmd] if cpu is not None and shutil.which("taskset") else cmd
+@dataclass
+class Wrk:
+    """wrk running upsert.lua against one server; ``expect`` is the status every 200 should
+    carry (``upserted`` or ``ignored_stale``)."""
 
+    port: int
+    path: str
+    connections: int
+    expect: str
+    accounts: int
+    cpu: int | None
 
-def wrk(*load: Any) -> tuple[dict[str, Any], float]:
-    """One wrk run (``wrk_command``'s arguments): its figures and the CPU seconds it used."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    done = subprocess.run(wrk_command(*load), capture_output=True, text=True,
-                          timeout=load[3] + 90, check=False)  # fmt: skip
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    used = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
-    for line in done.stdout.splitlines():
-        if line.startswith("BENCH_JSON "):
-            return json.loads(line.removeprefix("BENCH_JSON ")), used
-    raise RuntimeError(f"wrk printed no figures: {done.stdout[-300:]} {done.stderr[-300:]}")
+    def command(self, seconds: float, base: int) -> list[str]:
+        """The load for ``seconds``; its versions count up from ``base``."""
+        cmd = ["wrk", "-t1", f"-c{self.connections}", f"-d{max(1, round(seconds))}s"]
+        cmd += ["--timeout", "30s", "-s", str(BENCH / "upsert.lua")]
+        cmd += [f"http://127.0.0.1:{self.port}{self.path}", "--", str(base)]
+        cmd += [str(self.accounts), TOKEN, "1", self.expect]
+        return pinned(self.cpu, cmd)
+
+    def run(self, seconds: float, base: int) -> tuple[dict[str, Any], float]:
+        """One run: its figures (upsert.lua's ``BENCH_JSON``) and the CPU seconds wrk used."""
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cmd = self.command(seconds, base)
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 90)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        used = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+        for line in done.stdout.splitlines():
+            if line.startswith("BENCH_JSON "):
+                return json.loads(line.removeprefix("BENCH_JSON ")), used
+        raise RuntimeError(f"wrk printed no figures: {done.stdout[-300:]} {done.stderr[-300:]}")
 
 
 class Client:
     """One keep-alive HTTP/1.1 connection that POSTs upserts: small enough that one Python
     process drives several servers."""
 
-    def __init__(self, port: int, path: str, token: str = TOKEN) -> None:
+    def __init__(self, port: int, path: str) -> None:
         self.port = port
         self.head = (
-            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n"
             "Content-Type: application/json\r\nContent-Length: "
         ).encode()
         self.streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None

@@ -1,9 +1,10 @@
-"""Measurement: process CPU and memory with psutil, a py-spy profile from its speedscope
-file, the machine and the package versions."""
+"""Measurement: process CPU and memory with psutil, and a py-spy profile read from the
+speedscope file py-spy writes."""
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import importlib.metadata
 import json
 import platform
@@ -12,48 +13,38 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import psutil
 
+from .common import pinned
+
 DATABASES = frozenset({"postgres", "mariadbd", "mysqld"})
-PACKAGES = ["runtime-snapshot-mount", "runtime-snapshot-mount-sqlalchemy", "starlette", "fastapi",
-            "uvicorn", "uvloop", "httptools", "pydantic", "SQLAlchemy", "asyncpg", "psycopg",
-            "asyncmy"]  # fmt: skip
+PACKAGES = "runtime-snapshot-mount starlette fastapi uvicorn uvloop httptools pydantic SQLAlchemy"
+PACKAGES += " asyncpg psycopg asyncmy"
 
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process and its live descendants (``--workers 2``)."""
-    try:
-        root = psutil.Process(pid)
-        tree = [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return 0.0
     total = 0.0
-    for process in tree:
-        try:
-            times = process.cpu_times()
-        except psutil.Error:
-            continue
-        total += times.user + times.system
+    with contextlib.suppress(psutil.Error):
+        root = psutil.Process(pid)
+        for process in [root, *root.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):  # ended meanwhile
+                total += sum(process.cpu_times()[:2])
     return total
 
 
 def database_cpu_seconds() -> float:
-    """CPU time of the database servers' processes, plus what a server's exited children
-    (PostgreSQL backends of closed connections) used."""
+    """CPU time of the database servers' processes, plus what exited children of their main
+    process (PostgreSQL backends of closed connections) used."""
+    found = {p.pid: p for p in psutil.process_iter(["name", "ppid", "cpu_times"])}
     total = 0.0
-    for process in psutil.process_iter(["name", "ppid", "cpu_times"]):
-        if process.info["name"] not in DATABASES or process.info["cpu_times"] is None:
-            continue
-        times = process.info["cpu_times"]
-        total += times.user + times.system
-        try:
-            parent = psutil.Process(process.info["ppid"]).name()
-        except psutil.Error:
-            parent = ""
-        if parent not in DATABASES:
-            total += times.children_user + times.children_system
+    for process in found.values():
+        times, parent = process.info["cpu_times"], found.get(process.info["ppid"])
+        if process.info["name"] in DATABASES and times is not None:
+            total += times.user + times.system
+            if parent is None or parent.info["name"] not in DATABASES:
+                total += times.children_user + times.children_system
     return total
 
 
@@ -78,40 +69,28 @@ def rss(pid: int) -> int | None:
         return None
 
 
-def versions() -> dict[str, str]:
-    found = {}
-    for name in PACKAGES:
-        try:
-            found[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            found[name] = "-"
-    return found
-
-
 def machine() -> str:
-    wrk = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False).stdout
+    """The machine, the wrk and the packages, in one line."""
+    wrk = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split(" [")[0]
+    versions = []
+    for name in PACKAGES.split():
+        try:
+            versions.append(f"{name} {importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            versions.append(f"{name} -")
     return (
-        f"{psutil.cpu_count()} cores ({platform.processor() or platform.machine()}), "
-        f"{platform.system()} {platform.release()}, Python {platform.python_version()}, "
-        f"{wrk.split(' [')[0].strip() or 'wrk'}"
+        f"{psutil.cpu_count()} cores, {platform.system()} {platform.release()}, "
+        f"Python {platform.python_version()}, {wrk.strip()}; {', '.join(versions)}"
     )
-
-
-def py_spy() -> str:
-    found = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    if not Path(found).exists():
-        raise RuntimeError("py-spy is not installed (bench/requirements.txt)")
-    return found
 
 
 def record(pid: int, seconds: float, path: Path, cpu: int | None) -> None:
     """Sample ``pid`` and its subprocesses with py-spy into a speedscope file: the thread
-    holding the interpreter lock (what runs Python: the CPU time of every thread)."""
-    cmd = [py_spy(), "record", "--pid", str(pid), "--subprocesses", "--gil", "--rate", "200"]
+    holding the interpreter lock, i.e. where the Python CPU time of all threads goes."""
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    cmd = [py_spy, "record", "--pid", str(pid), "--subprocesses", "--gil", "--rate", "200"]
     cmd += ["--duration", str(round(seconds)), "--format", "speedscope", "-o", str(path)]
-    if cpu is not None and shutil.which("taskset"):
-        cmd = ["taskset", "-c", str(cpu), *cmd]
-    subprocess.run(cmd, capture_output=True, timeout=seconds + 60, check=True)
+    subprocess.run(pinned(cpu, cmd), capture_output=True, timeout=seconds + 60, check=True)
 
 
 def where_time_goes(path: Path, top: int = 12) -> list[str]:

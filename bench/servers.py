@@ -6,7 +6,6 @@ import contextlib
 import functools
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -15,9 +14,14 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from subprocess import Popen
 from typing import Any
 
-from .common import PATH, ROOT, TOKEN, account_id
+from runtime_snapshot_mount_sqlalchemy import snapshot_table
+from sqlalchemy import MetaData, create_engine, text
+from sqlalchemy.engine import make_url
+
+from .common import PATH, ROOT, TOKEN, account_id, libpq, pinned
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,10 @@ class Target:
     connections: int = 0  # 0: --connections
     options: tuple[str, ...] = ()  # serve's options beyond the bench's own
     mount: str = ""  # where a host serves the path: "/phonefarm" or "/ceiling"
+
+    @property
+    def path(self) -> str:
+        return self.mount + PATH
 
     @property
     def pinned(self) -> bool:
@@ -80,34 +88,25 @@ class Settings:
     mysql_url: str
     table: str
     workdir: Path
-    accounts: int = 1000
     pool_size: int = 20
-    server_cpu: int | None = 0
-    client_cpu: int | None = 1
-    children: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    cpus: tuple[int | None, int | None] = (0, 1)  # the servers' core, wrk's core
+    accounts: int = 1000
+    children: list[Popen[bytes]] = field(default_factory=list)
 
     @property
-    def accounts_file(self) -> Path:
+    def accounts_file(self) -> str:
         path = self.workdir / "accounts.json"
         if not path.exists():
             accounts = [{"account_id": account_id(i), "active": True} for i in range(self.accounts)]
             path.write_text(json.dumps(accounts))
-        return path
-
-
-def pinned(cpu: int | None, command: list[str]) -> list[str]:
-    return (
-        command
-        if cpu is None or not shutil.which("taskset")
-        else ["taskset", "-c", str(cpu), *command]
-    )
+        return str(path)
 
 
 def product() -> str:
     """The ``runtime-snapshot-mount`` command next to this Python: the README's set-up."""
     command = Path(sys.executable).parent / "runtime-snapshot-mount"
     if not os.access(command, os.X_OK):
-        raise SystemExit(f"{command} not found: run the bench with the product's .venv/bin/python")
+        raise SystemExit(f"{command} not found: run the bench with the .venv's Python")
     return str(command)
 
 
@@ -121,28 +120,23 @@ def free_port() -> int:
 # ---------------------------------------------------------------- databases
 
 
+def sync_url(url: str) -> Any:
+    """``url`` with a synchronous driver (psycopg, PyMySQL) for the bench's own statements."""
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    driver = {"postgresql": "postgresql+psycopg", "sqlite": "sqlite"}
+    return parsed.set(drivername=driver.get(backend, f"{backend}+pymysql"))
+
+
 @functools.cache
 def admin(url: str) -> Any:
-    """A synchronous engine for the bench's own statements on ``url``'s server (psycopg or
-    PyMySQL, autocommit, one kept connection, nothing sent when it goes back)."""
-    from sqlalchemy import create_engine
-    from sqlalchemy.engine import make_url
-
-    parsed = make_url(url)
-    driver = {"postgresql": "postgresql+psycopg", "sqlite": "sqlite"}
-    name = driver.get(parsed.get_backend_name(), f"{parsed.get_backend_name()}+pymysql")
-    return create_engine(
-        parsed.set(drivername=name),
-        isolation_level="AUTOCOMMIT",
-        pool_size=1,
-        pool_reset_on_return=None,
-    )
+    """One kept autocommit connection: its statements are the only ones it sends."""
+    options = {"isolation_level": "AUTOCOMMIT", "pool_reset_on_return": None}
+    return create_engine(sync_url(url), pool_size=1, **options)
 
 
 def sql(url: str, *statements: str) -> list[Any]:
     """Run ``statements``; the first row of the last one's answer, if any."""
-    from sqlalchemy import text
-
     with admin(url).connect() as connection:
         for statement in statements:
             result = connection.execute(text(statement))
@@ -150,12 +144,19 @@ def sql(url: str, *statements: str) -> list[Any]:
 
 
 def create_snapshot_table(url: str, name: str) -> None:
-    """The table exactly as the SQLAlchemy plugin defines it, so a ceiling writes the same
-    shape and column types as the product."""
-    from runtime_snapshot_mount_sqlalchemy import snapshot_table
-    from sqlalchemy import MetaData
+    """A ceiling's table, as the SQLAlchemy plugin defines it: the product's shape and types."""
+    engine = create_engine(sync_url(url))
+    snapshot_table(MetaData(), name).create(engine)
+    engine.dispose()
 
-    snapshot_table(MetaData(), name).create(admin(url))
+
+def unreachable(t: Target, s: Settings) -> str:
+    """Why ``t``'s database cannot be used, or ''."""
+    try:
+        sql(db_url(t, s), "SELECT 1") if db_url(t, s) else None
+    except Exception as error:
+        return f"{db_url(t, s).split('@')[-1]} unreachable: {' '.join(str(error).split())[:120]}"
+    return ""
 
 
 def db_url(t: Target, s: Settings) -> str:
@@ -173,126 +174,97 @@ def sqlite_file(t: Target, s: Settings) -> Path:
 
 
 def reset(t: Target, s: Settings) -> None:
-    """Every run starts on an empty store. ``serve`` and the hosts create their own tables;
-    a ceiling's is created here."""
+    """An empty store. ``serve`` and the hosts create their own tables; a ceiling's is made here."""
+    url = db_url(t, s) or f"sqlite:///{sqlite_file(t, s)}"
     if t.store == "sqlite":
         for suffix in ("", "-wal", "-shm", "-journal"):
             sqlite_file(t, s).with_name(sqlite_file(t, s).name + suffix).unlink(missing_ok=True)
-        if t.server == "ceiling":
-            create_snapshot_table(f"sqlite:///{sqlite_file(t, s)}", tables(t, s)[0])
     elif db_url(t, s):
-        sql(db_url(t, s), *(f"DROP TABLE IF EXISTS {name}" for name in tables(t, s)))
-        if t.server == "ceiling":
-            create_snapshot_table(db_url(t, s), tables(t, s)[0])
+        sql(url, *(f"DROP TABLE IF EXISTS {name}" for name in tables(t, s)))
+    if t.server == "ceiling" and t.store in ("sqlite", "postgres", "mariadb"):
+        create_snapshot_table(url, tables(t, s)[0])
 
 
 def drop_all(s: Settings) -> None:
     for url in (s.pg_url, s.mysql_url):
-        names = {name for t in TARGETS if db_url(t, s) == url for name in tables(t, s)}
+        names = sorted({n for t in TARGETS if db_url(t, s) == url for n in tables(t, s)})
         with contextlib.suppress(Exception):
-            sql(url, *(f"DROP TABLE IF EXISTS {name}" for name in sorted(names)))
+            sql(url, *(f"DROP TABLE IF EXISTS {name}" for name in names))
 
 
 # ---------------------------------------------------------------- processes
 
 
 def store_url(t: Target, s: Settings) -> str:
-    if t.store == "memory":
-        return "memory://"
-    if t.store == "sqlite":
-        return f"sqlite:///{sqlite_file(t, s)}"
+    if t.store in ("memory", "sqlite"):
+        return "memory://" if t.store == "memory" else f"sqlite:///{sqlite_file(t, s)}"
     url = db_url(t, s)
     return f"{url}{'&' if '?' in url else '?'}table={s.table}"
 
 
 def command(t: Target, port: int, s: Settings) -> list[str]:
-    """``serve`` with its default options plus only what a run must set; a ceiling or the
-    wrk check on the best stack; a host under the uvicorn command, as a host runs it."""
+    """``serve`` with its default options plus only what a run must set; a host under the
+    uvicorn command, as a host runs it; a ceiling or the wrk check on the best stack."""
+    listen = ["--host", "127.0.0.1", "--port", str(port)]
     if t.server == "serve":
-        return [product(), "serve", "--host", "127.0.0.1", "--port", str(port),
-                "--store", store_url(t, s), "--api-key", TOKEN,
-                "--accounts", str(s.accounts_file), *t.options]  # fmt: skip
-    python = [sys.executable, "-m"]
+        store = ["--store", store_url(t, s), "--api-key", TOKEN, "--accounts", s.accounts_file]
+        return [product(), "serve", *listen, *store, *t.options]
     if t.server.endswith("_host"):
-        return [*python, "uvicorn", "--factory", f"bench.apps:{t.server}", "--app-dir", str(ROOT),
-                "--host", "127.0.0.1", "--port", str(port), "--no-access-log"]  # fmt: skip
-    where = {"sqlite": str(sqlite_file(t, s)), "postgres": dsn(s.pg_url)}
-    serves = t.store or t.server
-    return [*python, "bench.apps", serves, "--port", str(port), "--table", tables(t, s)[0],
-            "--db", where.get(t.store, s.mysql_url), "--pool-size", str(s.pool_size)]  # fmt: skip
-
-
-def dsn(url: str) -> str:
-    """postgresql+asyncpg://... as asyncpg itself takes it."""
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+        app = ["--factory", f"bench.apps:{t.server}", "--app-dir", str(ROOT)]
+        return [sys.executable, "-m", "uvicorn", *app, *listen, "--no-access-log"]
+    db = {"sqlite": str(sqlite_file(t, s)), "postgres": libpq(s.pg_url)}.get(t.store, s.mysql_url)
+    options = ["--port", str(port), "--table", tables(t, s)[0], "--db", db]
+    return [sys.executable, "-m", "bench.apps", t.store or t.server, *options]
 
 
 def environment(t: Target, s: Settings) -> dict[str, str]:
-    """This environment less anything that would configure ``serve`` beyond its defaults,
-    plus a host's settings."""
+    """This environment, less what would set ``serve``'s options, plus a host's settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RSM_", "PHONEFARM_"))}
     if t.server.endswith("_host"):
         env |= {"RSM_BENCH_DATABASE_URL": s.pg_url, "RSM_BENCH_TABLE": f"{s.table}_host"}
-        env |= {"RSM_BENCH_ACCOUNTS": str(s.accounts), "RSM_BENCH_POOL_SIZE": str(s.pool_size)}
-    return env
+    return env | {"RSM_BENCH_ACCOUNTS": str(s.accounts), "RSM_BENCH_POOL_SIZE": str(s.pool_size)}
 
 
-def start(cmd: list[str], log: Path, s: Settings, **options: Any) -> subprocess.Popen[bytes]:
+def start(cmd: list[str], log: Path, s: Settings, **options: Any) -> Popen[bytes]:
     """A child in its own session (stopped with its children), its output to ``log``."""
-    with log.open("wb") as output:
-        child = subprocess.Popen(cmd, stdout=output, stderr=subprocess.STDOUT,
-                                 stdin=subprocess.DEVNULL, start_new_session=True, **options)  # fmt: skip
+    with log.open("wb") as out:
+        options |= {"stdout": out, "stderr": subprocess.STDOUT, "stdin": subprocess.DEVNULL}
+        child = subprocess.Popen(cmd, start_new_session=True, **options)
     s.children.append(child)
     return child
 
 
-def stop(child: subprocess.Popen[bytes], s: Settings, grace: float = 15.0) -> None:
+def stop(child: Popen[bytes], s: Settings, grace: float = 15.0) -> None:
     """SIGTERM (a graceful shutdown closes the store), then SIGKILL its process group."""
-    if child.poll() is None:
-        child.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            child.wait(grace)
+    child.terminate()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        child.wait(grace)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(child.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        child.wait(5)
-    if child in s.children:
-        s.children.remove(child)
+    child.wait(5)
+    s.children.remove(child)
 
 
-def tail(log: Path, lines: int = 12) -> str:
-    return " | ".join(log.read_text(errors="replace").splitlines()[-lines:]) if log.exists() else ""
-
-
-def wait_listening(child: subprocess.Popen[bytes], port: int, log: Path, timeout: float) -> None:
+def wait_listening(child: Popen[bytes], port: int, log: Path, timeout: float) -> None:
     deadline = time.monotonic() + timeout
-    while True:
-        if child.poll() is not None:
-            raise RuntimeError(f"server exited with {child.returncode}: {tail(log)}")
+    while child.poll() is None and time.monotonic() < deadline:
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
             return
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"server not listening after {timeout:g} s: {tail(log)}")
         time.sleep(0.05)
+    lines = log.read_text(errors="replace").splitlines()[-12:]
+    raise RuntimeError(f"server not listening ({child.poll()}): {' | '.join(lines)}")
 
 
 @contextlib.contextmanager
-def server(t: Target, s: Settings) -> Iterator[tuple[subprocess.Popen[bytes], int, Path]]:
-    """A fresh server for ``t``, listening: yields it, its port and its log."""
-    reset(t, s)
-    port = free_port()
-    log = s.workdir / f"server-{t.name}.log"
-    cwd = s.workdir if t.server == "serve" else ROOT
-    cmd = pinned(s.server_cpu if t.pinned else None, command(t, port, s))
-    child = start(cmd, log, s, env=environment(t, s), cwd=cwd)
+def server(t: Target, s: Settings, fresh: bool = True) -> Iterator[tuple[Popen[bytes], int]]:
+    """A server for ``t`` (on an empty store if ``fresh``), listening: yields it and its port."""
+    if fresh:
+        reset(t, s)
+    port, log = free_port(), s.workdir / f"server-{t.name}.log"
+    cmd = pinned(s.cpus[0] if t.pinned else None, command(t, port, s))
+    child = start(cmd, log, s, env=environment(t, s), cwd=s.workdir)
     try:
         wait_listening(child, port, log, timeout=60)
-        yield child, port, log
+        yield child, port
     finally:
         stop(child, s)
-
-
-def url_path(t: Target) -> str:
-    return t.mount + PATH

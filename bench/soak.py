@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
 import os
 import random
 import tempfile
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from . import measure, servers
-from .common import PATH, body
+from .common import PATH, account_id, body
 from .loads import Client
 from .servers import Settings, Target
 
@@ -37,15 +38,16 @@ class Load:
     """The requests sent and answered, and per account the greatest (version, instant)."""
 
     def __init__(self, accounts: int) -> None:
-        self.accounts = [f"soak_account_{i:06d}" for i in range(accounts)]
+        self.accounts = [account_id(i) for i in range(accounts)]
         self.best: dict[str, tuple[tuple[int, datetime], set[str]]] = {}
         self.answers: collections.Counter[str] = collections.Counter()
         self.answered: list[tuple[str, tuple[int, datetime], str]] = []
         self.latencies: list[float] = []
 
-    async def connection(self, number: int, port: int, args: argparse.Namespace,
-                         started: float) -> None:  # fmt: skip
-        rng, client = random.Random(number), Client(port, PATH, args.token)
+    async def connection(
+        self, number: int, port: int, args: argparse.Namespace, started: float
+    ) -> None:
+        rng, client = random.Random(number), Client(port, PATH)
         for sequence in range(10**9):  # a bound; the deadline ends it
             now = time.monotonic()
             if now - started >= args.seconds:
@@ -100,11 +102,8 @@ async def mismatches(url: str, table: str, load: Load) -> list[str]:
     try:
         for account, (pair, ids) in load.best.items():
             got = await store.store_get(account)
-            if (
-                got is None
-                or (got.strategy_version, got.strategy_synced_at) != pair
-                or (got.snapshot_id not in ids)
-            ):
+            found = got and (got.strategy_version, got.strategy_synced_at, got.snapshot_id in ids)
+            if found != (*pair, True):
                 wrong.append(f"{account}: stored {got}, greatest sent {pair} {sorted(ids)}")
     finally:
         await store.store_close()
@@ -115,42 +114,40 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench soak", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("--seconds", type=float, default=60)
-    parser.add_argument("--servers", type=int, default=3)
-    parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--accounts", type=int, default=1000)
-    parser.add_argument("--version-rate", type=float, default=1.0, help="window's rise per s")
-    parser.add_argument("--sample-every", type=float, default=3.0, help="RSS sampling period")
-    parser.add_argument("--max-rss-growth-mib", type=float, default=16.0)
-    parser.add_argument("--pg-url", default=os.environ.get("RSM_BENCH_POSTGRES_URL")
-                        or "postgresql+asyncpg://postgres@127.0.0.1:5432/test")  # fmt: skip
-    parser.add_argument("--out", help="the servers' logs [a temporary folder]")
+    for option, default in [
+        ("--seconds", 60.0),
+        ("--servers", 3),
+        ("--connections", 64),
+        ("--accounts", 1000),
+        ("--version-rate", 1.0),
+        ("--sample-every", 3.0),
+        ("--max-rss-growth-mib", 16.0),
+        ("--out", ""),
+    ]:
+        parser.add_argument(option, type=type(default), default=default, help="[%(default)s]")
+    default = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+    parser.add_argument("--pg-url", default=os.environ.get("RSM_BENCH_POSTGRES_URL", default))
     args = parser.parse_args(argv)
-    args.token = "soak-token"
-    s = Settings(args.pg_url, "", f"rsm_soak_{os.getpid()}",
-                 Path(args.out or tempfile.mkdtemp(prefix="rsm-soak-")))  # fmt: skip
-    t = Target("soak", "serve", "postgres")
-    url = servers.store_url(t, s)
-    children, ports = [], []
-    try:
-        servers.reset(t, s)
-        for index in range(args.servers):  # one by one: the first creates the table
-            ports.append(servers.free_port())
-            cmd = [servers.product(), "serve", "--store", url, "--host", "127.0.0.1",
-                   "--port", str(ports[-1]), "--api-key", args.token]  # fmt: skip
-            log = s.workdir / f"server-{index}.log"
-            children.append(servers.start(cmd, log, s, env=servers.environment(t, s)))
-            servers.wait_listening(children[-1], ports[-1], log, timeout=30)
-        load, samples = asyncio.run(drive(ports, [c.pid for c in children], args))
+    workdir = Path(args.out or tempfile.mkdtemp(prefix="rsm-soak-"))
+    s = Settings(args.pg_url, "", f"rsm_soak_{os.getpid()}", workdir, cpus=(None, None))
+    s.accounts = args.accounts
+    with contextlib.ExitStack() as stack:  # one by one: the first creates the table
+        running = [
+            stack.enter_context(servers.server(Target(f"soak-{i}", "serve", "postgres"), s, i == 0))
+            for i in range(args.servers)
+        ]
+        stack.callback(servers.sql, args.pg_url, f"DROP TABLE IF EXISTS {s.table}")
+        load, samples = asyncio.run(
+            drive([p for _, p in running], [c.pid for c, _ in running], args)
+        )
         wrong = asyncio.run(mismatches(args.pg_url, s.table, load))
-        alive = all(child.poll() is None for child in children)
-    finally:
-        for child in children:
-            servers.stop(child, s)
-        servers.sql(args.pg_url, f"DROP TABLE IF EXISTS {s.table}")
-    logged = [line for index in range(args.servers)
-              for line in (s.workdir / f"server-{index}.log").read_text(errors="replace").splitlines()
-              if " ERROR " in line or "Traceback" in line]  # fmt: skip
+        alive = all(child.poll() is None for child, _ in running)
+    logged = [
+        line
+        for log in workdir.glob("server-soak-*.log")
+        for line in log.read_text(errors="replace").splitlines()
+        if " ERROR " in line or "Traceback" in line
+    ]
     greatest = {a: pair for a, (pair, _ids) in load.best.items()}
     best_ignored = sum(1 for a, p, o in load.answered if o == "ignored_stale" and greatest[a] == p)
     growth = []
@@ -159,18 +156,19 @@ def main(argv: list[str]) -> int:
         first = [v for at, v in points if v is not None and at <= args.seconds / 3] or values[:1]
         growth.append((values[-1] - max(first)) / 2**20 if values else float("inf"))
         print(f"server pid {pid}: RSS {values[0] / 2**20:.1f} -> {values[-1] / 2**20:.1f} MiB")
-    total = sum(load.answers.values())
-    lat = sorted(load.latencies) or [0.0]
-    print(f"{total} requests in {args.seconds:g} s: {dict(load.answers)}; latency p50 "
-          f"{lat[len(lat) // 2] * 1000:.1f} ms, p99 {lat[int(len(lat) * 0.99)] * 1000:.1f} ms")  # fmt: skip
+    answers, lat = load.answers, sorted(load.latencies) or [0.0]
+    print(
+        f"{sum(answers.values())} requests in {args.seconds:g} s: {dict(answers)}; latency p50 "
+        f"{lat[len(lat) // 2] * 1000:.1f} ms, p99 {lat[int(len(lat) * 0.99)] * 1000:.1f} ms"
+    )
     checks = {
-        "every answer 200": total > 0 and set(load.answers) <= {"200 upserted", "200 ignored_stale"},
-        "both outcomes ran": load.answers["200 upserted"] > 0 and load.answers["200 ignored_stale"] > 0,
+        "every answer 200": answers and set(answers) <= {"200 upserted", "200 ignored_stale"},
+        "both outcomes ran": answers["200 upserted"] and answers["200 ignored_stale"],
         "every stored snapshot is the greatest sent": not wrong,
         "no ignored_stale for a greatest snapshot": best_ignored == 0,
         "servers alive, no error logged": alive and not logged,
         f"RSS growth <= {args.max_rss_growth_mib:g} MiB": max(growth) <= args.max_rss_growth_mib,
-    }  # fmt: skip
+    }
     for line in wrong[:5] + logged[:5]:
         print(f"  {line}")
     for name, ok in checks.items():
