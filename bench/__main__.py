@@ -87,10 +87,10 @@ def measure_run(t: Target, s: Settings, args: argparse.Namespace, base: int) -> 
     """A fresh server for ``t``, checked with one upsert, seeded, warmed up, measured."""
     measure.wait_for_quiet(0.15, args.quiet_wait)
     url = servers.db_url(t, s)
+    counted = counter(url)
     with servers.server(t, s) as (child, port):
         asyncio.run(loads.check(port, t.path))
         wrk = load_for(t, port, s, args)
-        counted = counter(url)
         warm, _ = wrk.run(args.warmup, base)
         server, db = measure.cpu_seconds(child.pid), measure.database_cpu_seconds()
         busy, started = measure.machine_busy_seconds(), time.monotonic()

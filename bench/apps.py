@@ -1,31 +1,23 @@
 """The apps the bench serves besides ``serve``: the ceilings, the FastAPI hosts, the wrk check.
 
-A ceiling is a bare Starlette route doing the least the endpoint must do -- read the body,
-parse it, one store step, answer SPEC's body -- with no authentication, validation or
-plugins, served on uvicorn with uvloop, httptools and no access log::
-
-    python -m bench.apps http|postgres|sqlite|mariadb|trivial --port PORT [--db ...]
-
-The hosts are FastAPI apps as ``examples/`` shows them (an ORM ``Account`` model, the host's
-own engine, the sub-app mounted under ``/phonefarm``), served by the uvicorn command::
-
-    uvicorn --factory bench.apps:async_host   # or bench.apps:sync_host
-
-Each host also mounts the host ceiling under ``/ceiling``: a bare Starlette sub-app doing the
-same work on raw asyncpg (token compare, JSON parse, the account's ``is_active``, the
-conditional upsert; both statements on one pooled connection). SQL text is fine here: these
-are hand-written baselines; the column list comes from the SQLAlchemy plugin.
+A ceiling is a bare Starlette route doing the least the endpoint must do (read and parse the
+body, one store step, answer SPEC's body: no authentication, validation or plugins) on
+uvicorn with uvloop, httptools and no access log: ``python -m bench.apps KIND PORT DB TABLE``.
+The hosts are FastAPI apps as ``examples/`` shows them, served by the uvicorn command
+(``uvicorn --factory bench.apps:async_host``); each mounts the product under ``/phonefarm``
+and the host ceiling under ``/ceiling``. SQL text is fine here: these are hand-written
+baselines, with the plugin's own column list.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import hmac
 import json
 import os
 import sqlite3
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime, timezone
 from typing import Any
@@ -197,11 +189,9 @@ def mariadb_ceiling(url: str, table: str, pool_size: int) -> Starlette:
 
 
 def host(engine_kind: str) -> FastAPI:
-    """A FastAPI host as ``examples/`` builds one, with its own engine on
-    ``RSM_BENCH_DATABASE_URL``: an ``AsyncEngine`` (asyncpg), or a sync ``Engine`` (psycopg).
-    Its tables: ``<RSM_BENCH_TABLE>_accounts`` (the ORM model; the bench's accounts are added
-    at start-up, as a demo host does) and ``..._snapshots``. The host's pool and the ceiling's
-    hold ``RSM_BENCH_POOL_SIZE`` connections each."""
+    """A FastAPI host with an ORM ``Account`` model and its own engine on
+    ``RSM_BENCH_DATABASE_URL``: an ``AsyncEngine`` (asyncpg) or a sync ``Engine`` (psycopg),
+    with a pool of ``RSM_BENCH_POOL_SIZE``, as is the host ceiling's (raw asyncpg)."""
     url = make_url(os.environ["RSM_BENCH_DATABASE_URL"])
     prefix, size = os.environ["RSM_BENCH_TABLE"], int(os.environ["RSM_BENCH_POOL_SIZE"])
     accounts = [{"account_id": account_id(i)} for i in range(int(os.environ["RSM_BENCH_ACCOUNTS"]))]
@@ -304,28 +294,22 @@ async def trivial(port: int) -> None:
     await server.serve_forever()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description="Serve one ceiling on the best stack.")
-    parser.add_argument("kind", choices=["http", "postgres", "sqlite", "mariadb", "trivial"])
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--db", help="postgres: libpq URL; mariadb: URL; sqlite: the file")
-    parser.add_argument("--table", default="runtime_snapshots")
-    args = parser.parse_args()
+def main(kind: str, port: str, db: str = "", table: str = "") -> None:
     import uvicorn
     import uvloop  # the ceilings refuse to run on a slower stack than the best
 
     size = int(os.environ.get("RSM_BENCH_POOL_SIZE", "20"))
-    if args.kind == "trivial":
-        return uvloop.run(trivial(args.port))
+    if kind == "trivial":
+        return uvloop.run(trivial(int(port)))
     app = {
         "http": lambda: route_app(applied),
-        "postgres": lambda: postgres_ceiling(args.db, args.table, size),
-        "sqlite": lambda: sqlite_ceiling(args.db, args.table),
-        "mariadb": lambda: mariadb_ceiling(args.db, args.table, size),
-    }[args.kind]()
+        "postgres": lambda: postgres_ceiling(db, table, size),
+        "sqlite": lambda: sqlite_ceiling(db, table),
+        "mariadb": lambda: mariadb_ceiling(db, table, size),
+    }[kind]()
     options = {"loop": "uvloop", "http": "httptools", "access_log": False, "backlog": 2048}
-    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", **options)
+    uvicorn.run(app, host="127.0.0.1", port=int(port), log_level="warning", **options)
 
 
 if __name__ == "__main__":
-    main()
+    main(*sys.argv[1:])

@@ -110,7 +110,7 @@ def where_time_goes(path: Path, top: int = 12) -> list[str]:
     def share(counts: list[tuple[str, int]]) -> str:
         return ", ".join(f"{name} {count / len(stacks):.0%}" for name, count in counts)
 
-    busy = [(k, v) for k, v in inside.most_common() if v < 0.98 * len(stacks)][:top]
+    busy = [(k, v) for k, v in inside.most_common() if v < 0.9 * len(stacks)][:top]
     return [
         f"  {len(stacks)} samples of the thread holding the interpreter lock; by package: "
         + share(packages.most_common(8)),

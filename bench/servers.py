@@ -213,8 +213,7 @@ def command(t: Target, port: int, s: Settings) -> list[str]:
         app = ["--factory", f"bench.apps:{t.server}", "--app-dir", str(ROOT)]
         return [sys.executable, "-m", "uvicorn", *app, *listen, "--no-access-log"]
     db = {"sqlite": str(sqlite_file(t, s)), "postgres": libpq(s.pg_url)}.get(t.store, s.mysql_url)
-    options = ["--port", str(port), "--table", tables(t, s)[0], "--db", db]
-    return [sys.executable, "-m", "bench.apps", t.store or t.server, *options]
+    return [sys.executable, "-m", "bench.apps", t.store or t.server, str(port), db, tables(t, s)[0]]
 
 
 def environment(t: Target, s: Settings) -> dict[str, str]:
@@ -262,7 +261,8 @@ def server(t: Target, s: Settings, fresh: bool = True) -> Iterator[tuple[Popen[b
         reset(t, s)
     port, log = free_port(), s.workdir / f"server-{t.name}.log"
     cmd = pinned(s.cpus[0] if t.pinned else None, command(t, port, s))
-    child = start(cmd, log, s, env=environment(t, s), cwd=s.workdir)
+    cwd = s.workdir if t.server == "serve" else ROOT  # python -m bench.apps: from ROOT
+    child = start(cmd, log, s, env=environment(t, s), cwd=cwd)
     try:
         wait_listening(child, port, log, timeout=60)
         yield child, port
