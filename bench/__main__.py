@@ -25,7 +25,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from . import loads, measure, report, servers
-from .common import BENCH, ROOT, pinned
+from .common import BENCH, ROOT, SEED_VERSION, account_id, pinned
 from .report import Run
 from .servers import BY_NAME, TARGETS, Settings, Target
 
@@ -78,7 +78,8 @@ def arguments(argv: list[str]) -> argparse.Namespace:
 
 def load_for(t: Target, port: int, s: Settings, args: argparse.Namespace) -> loads.Wrk:
     if t.load == "stale":  # every account stored first above every version the load sends
-        asyncio.run(loads.seed(port, t.path, s.accounts))
+        seeds = {account_id(i): SEED_VERSION for i in range(s.accounts)}
+        asyncio.run(loads.send(port, t.path, seeds, "upserted"))
     expect = "ignored_stale" if t.load == "stale" else "upserted"
     return loads.Wrk(port, t.path, t.connections or args.connections, expect, s.accounts, s.cpus[1])
 
@@ -89,7 +90,7 @@ def measure_run(t: Target, s: Settings, args: argparse.Namespace, base: int) -> 
     url = servers.db_url(t, s)
     counted = counter(url)
     with servers.server(t, s) as (child, port):
-        asyncio.run(loads.check(port, t.path))
+        asyncio.run(loads.send(port, t.path, {account_id(0): 1}))  # one answers 200
         wrk = load_for(t, port, s, args)
         warm, _ = wrk.run(args.warmup, base)
         server, db = measure.cpu_seconds(child.pid), measure.database_cpu_seconds()

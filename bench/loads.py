@@ -10,7 +10,7 @@ import subprocess
 from dataclasses import dataclass
 from typing import Any
 
-from .common import BENCH, SEED_VERSION, TOKEN, account_id, body, pinned
+from .common import BENCH, TOKEN, body, pinned
 
 
 @dataclass
@@ -77,30 +77,19 @@ class Client:
         self.streams = None
 
 
-async def check(port: int, path: str) -> None:
-    """One real upsert must answer 200."""
-    client = Client(port, path)
-    try:
-        status, answer = await asyncio.wait_for(client.post(body(account_id(0), 1)), 30)
-    finally:
-        client.close()
-    if status != 200:
-        raise RuntimeError(f"the first upsert answered {status}: {answer}")
+async def send(port: int, path: str, versions: dict[str, int], expect: str = "") -> None:
+    """Upsert each account at its version over 8 connections: each answer must be 200, with
+    the status ``expect`` if one is given."""
+    items = list(versions.items())
 
-
-async def seed(port: int, path: str, accounts: int, connections: int = 8) -> int:
-    """Store every account at ``SEED_VERSION``, each answered ``upserted``: every request of
-    the stale load then carries a lower version. Returns the requests sent."""
-
-    async def store(first: int) -> None:
+    async def part(first: int) -> None:
         client = Client(port, path)
         try:
-            for i in range(first, accounts, connections):
-                status, answer = await client.post(body(account_id(i), SEED_VERSION))
-                if status != 200 or answer.get("status") != "upserted":
-                    raise RuntimeError(f"seeding {account_id(i)} answered {status}: {answer}")
+            for account, version in items[first::8]:
+                status, answer = await client.post(body(account, version))
+                if status != 200 or expect not in ("", answer.get("status")):
+                    raise RuntimeError(f"upserting {account} answered {status}: {answer}")
         finally:
             client.close()
 
-    await asyncio.wait_for(asyncio.gather(*map(store, range(connections))), 300)
-    return accounts
+    await asyncio.wait_for(asyncio.gather(*map(part, range(8))), 300)
