@@ -95,7 +95,7 @@ class Settings:
 
     @property
     def accounts_file(self) -> str:
-        path = self.workdir / "accounts.json"
+        path = self.workdir / f"accounts-{self.accounts}.json"
         if not path.exists():
             accounts = [{"account_id": account_id(i), "active": True} for i in range(self.accounts)]
             path.write_text(json.dumps(accounts))
