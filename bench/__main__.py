@@ -216,12 +216,15 @@ def write(
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     how = f"medians of {args.rounds} rounds of {args.duration:g} s (after {args.warmup:g} s)"
     print(report.text(table), *notes, sep="\n")
+    short = "**A shortened run: it shows that every target runs, not figures to quote.**\n\n"
+    short = short if args.rounds < 5 or args.duration < 10 else ""
     drew = report.chart(targets, runs, Path(args.chart), f"product / ceiling; {how}; {when}")
     picture = f"\n![product / ceiling per target]({Path(args.chart).name})\n" if drew else ""
     Path(args.results).write_text(
         f"# Benchmark results\n\n{when}: `python -m bench {' '.join(sys.argv[1:])}`, {how}; "
         f"each server pinned to core 0, wrk to core 1 (`postgres-w2`: not pinned). The columns "
-        f"are explained in `README.md` here.\n\n{measure.machine()}.\n\n{report.markdown(table)}"
+        f"are explained in `README.md` here.\n\n{measure.machine()}.\n\n{short}"
+        f"{report.markdown(table)}"
         "\n\n" + "".join(f"- {note}\n" for note in notes) + picture
     )
     print(f"written: {args.results}{', ' + args.chart if drew else ''}; logs: {s.workdir}")
