@@ -225,7 +225,9 @@ def write(
         f"each server pinned to core 0, wrk to core 1 (`postgres-w2`: not pinned). The columns "
         f"are explained in `README.md` here.\n\n{measure.machine()}.\n\n{short}"
         f"{report.markdown(table)}"
-        "\n\n" + "".join(f"- {note}\n" for note in notes) + picture
+        "\n\n"
+        + "".join(f"{'  ' * note.startswith(' ')}- {note.strip()}\n" for note in notes)
+        + picture
     )
     print(f"written: {args.results}{', ' + args.chart if drew else ''}; logs: {s.workdir}")
     failed = any(note.startswith(("run failed", "interrupted")) for note in notes)
