@@ -215,7 +215,7 @@ def write(
     table = report.rows(targets, runs, args.connections)
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     how = f"medians of {args.rounds} rounds of {args.duration:g} s (after {args.warmup:g} s)"
-    print(report.text(table), *notes, sep="\n")
+    print(report.markdown(table), *notes, sep="\n")
     short = "**A shortened run: it shows that every target runs, not figures to quote.**\n\n"
     short = short if args.rounds < 5 or args.duration < 10 else ""
     drew = report.chart(targets, runs, Path(args.chart), f"product / ceiling; {how}; {when}")

@@ -185,9 +185,6 @@ def mariadb_ceiling(url: str, table: str, pool_size: int) -> Starlette:
     return route_app(step, lambda: asyncmy.create_pool(**options))
 
 
-# ---------------------------------------------------------------- the FastAPI hosts
-
-
 def host(engine_kind: str) -> FastAPI:
     """A FastAPI host with an ORM ``Account`` model and its own engine on
     ``RSM_BENCH_DATABASE_URL``: an ``AsyncEngine`` (asyncpg) or a sync ``Engine`` (psycopg),
@@ -260,9 +257,6 @@ def async_host() -> FastAPI:
 
 def sync_host() -> FastAPI:
     return host("sync")
-
-
-# ---------------------------------------------------------------- the wrk check
 
 
 class Trivial(asyncio.Protocol):

@@ -72,12 +72,8 @@ def rss(pid: int) -> int | None:
 def machine() -> str:
     """The machine, the wrk and the packages, in one line."""
     wrk = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split(" [")[0]
-    versions = []
-    for name in PACKAGES.split():
-        try:
-            versions.append(f"{name} {importlib.metadata.version(name)}")
-        except importlib.metadata.PackageNotFoundError:
-            versions.append(f"{name} -")
+    installed = {d.metadata["Name"].lower(): d.version for d in importlib.metadata.distributions()}
+    versions = [f"{name} {installed.get(name.lower(), '-')}" for name in PACKAGES.split()]
     return (
         f"{psutil.cpu_count()} cores, {platform.system()} {platform.release()}, "
         f"Python {platform.python_version()}, {wrk.strip()}; {', '.join(versions)}"

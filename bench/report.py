@@ -65,19 +65,8 @@ def rows(targets: list[Target], runs: dict[str, list[Run]], connections: int) ->
     return table
 
 
-def text(table: list[list[str]]) -> str:
-    widths = [max(len(row[i]) for row in [COLUMNS, *table]) for i in range(len(COLUMNS))]
-    left = {0, 1, len(COLUMNS) - 2, len(COLUMNS) - 1}
-    return "\n".join(
-        "  ".join(
-            c.ljust(w) if i in left else c.rjust(w)
-            for i, (c, w) in enumerate(zip(row, widths, strict=True))
-        )
-        for row in [COLUMNS, *table]
-    )
-
-
 def markdown(table: list[list[str]]) -> str:
+    """The table, printed as it is written into RESULTS.md."""
     return "\n".join("| " + " | ".join(row) + " |" for row in [COLUMNS, ["---"] * 13, *table])
 
 

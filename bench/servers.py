@@ -102,22 +102,11 @@ class Settings:
         return str(path)
 
 
-def product() -> str:
-    """The ``runtime-snapshot-mount`` command next to this Python: the README's set-up."""
-    command = Path(sys.executable).parent / "runtime-snapshot-mount"
-    if not os.access(command, os.X_OK):
-        raise SystemExit(f"{command} not found: run the bench with the .venv's Python")
-    return str(command)
-
-
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
-
-
-# ---------------------------------------------------------------- databases
 
 
 def sync_url(url: str) -> Any:
@@ -192,9 +181,6 @@ def drop_all(s: Settings) -> None:
             sql(url, *(f"DROP TABLE IF EXISTS {name}" for name in names))
 
 
-# ---------------------------------------------------------------- processes
-
-
 def store_url(t: Target, s: Settings) -> str:
     if t.store in ("memory", "sqlite"):
         return "memory://" if t.store == "memory" else f"sqlite:///{sqlite_file(t, s)}"
@@ -208,7 +194,8 @@ def command(t: Target, port: int, s: Settings) -> list[str]:
     listen = ["--host", "127.0.0.1", "--port", str(port)]
     if t.server == "serve":
         store = ["--store", store_url(t, s), "--api-key", TOKEN, "--accounts", s.accounts_file]
-        return [product(), "serve", *listen, *store, *t.options]
+        product = Path(sys.executable).parent / "runtime-snapshot-mount"  # the README's set-up
+        return [str(product), "serve", *listen, *store, *t.options]
     if t.server.endswith("_host"):
         app = ["--factory", f"bench.apps:{t.server}", "--app-dir", str(ROOT)]
         return [sys.executable, "-m", "uvicorn", *app, *listen, "--no-access-log"]

@@ -1,13 +1,10 @@
 """``python -m bench soak``: several ``serve`` processes on one PostgreSQL table, under load.
 
-Each request is the API page's example for a random account, with a random version from a
-window that rises as the run goes on (about as many applied as ignored) and a random instant
-with a random offset (it decides between equal versions). At the end it checks: every answer
-was 200; every account's stored snapshot is the greatest (version, instant) sent for it, with
-one of the snapshot ids sent with that pair, and no request carrying that pair was answered
-``ignored_stale``; every server still runs and logged no error; each server's resident memory
-at the end is at most ``--max-rss-growth-mib`` above the largest sample of the first third.
-Exit status 1 if a check failed.
+Random accounts, versions from a window that rises as the run goes on (about as many applied
+as ignored), random instants with random offsets. It checks that every answer was 200, every
+stored snapshot is the greatest (version, instant) sent (one of its snapshot ids) and no
+request carrying it was ignored, every server runs and logged no error, and no server's
+memory grew by more than ``--max-rss-growth-mib`` after the first third. Exit status 1 if not.
 """
 
 from __future__ import annotations
