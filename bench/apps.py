@@ -130,11 +130,15 @@ def sqlite_ceiling(path: str, table: str) -> Starlette:
     ``BEGIN IMMEDIATE``, the upsert, one ``COMMIT``: each request committed durably alone."""
     columns = snapshot_columns()
     sql = on_conflict(table, columns, ["?"] * len(columns))
-    db = sqlite3.connect(path, isolation_level=None)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=FULL")
 
-    async def step(pool: Any, data: dict[str, Any]) -> bool:
+    @contextlib.asynccontextmanager
+    async def connect() -> AsyncIterator[sqlite3.Connection]:  # on the event loop's thread
+        with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            yield db
+
+    async def step(db: sqlite3.Connection, data: dict[str, Any]) -> bool:
         db.execute("BEGIN IMMEDIATE")
         try:
             found = db.execute(sql, row(data, columns, utc_text)).fetchone()
@@ -144,7 +148,7 @@ def sqlite_ceiling(path: str, table: str) -> Starlette:
             raise
         return found is not None
 
-    return route_app(step)
+    return route_app(step, connect)
 
 
 def naive_utc(text: str) -> datetime:
