@@ -198,6 +198,8 @@ def run(args: argparse.Namespace) -> int:
             notes += profile(BY_NAME[name], s, args)
     except (KeyboardInterrupt, SystemExit):
         notes.append("interrupted: the figures come from the runs that finished")
+    except Exception as error:  # the memory measurement or a profile
+        notes.append(f"run failed: {' '.join(str(error).split())[:300]}")
     finally:
         for child in list(s.children):
             servers.stop(child, s, grace=5)
