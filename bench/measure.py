@@ -106,12 +106,12 @@ def where_time_goes(path: Path, top: int = 12) -> list[str]:
     def share(counts: list[tuple[str, int]]) -> str:
         return ", ".join(f"{name} {count / len(stacks):.0%}" for name, count in counts)
 
-    busy = [(k, v) for k, v in inside.most_common() if v < 0.9 * len(stacks)][:top]
+    product = [(k, v) for k, v in inside.most_common() if "(runtime_snapshot_mount" in k][:top]
     return [
         f"  {len(stacks)} samples of the thread holding the interpreter lock; by package: "
         + share(packages.most_common(8)),
         f"  most self time: {share(own.most_common(top))}",
-        f"  most total time (with callees): {share(busy)}",
+        f"  the product's functions by total time (with callees): {share(product)}",
     ]
 
 
