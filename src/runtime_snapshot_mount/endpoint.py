@@ -12,6 +12,7 @@ import asyncio
 import logging
 import traceback
 from time import perf_counter
+from typing import Any
 
 from pydantic import ValidationError
 from starlette.types import Receive, Scope, Send
@@ -30,7 +31,7 @@ from .operations import (
     unbind_request_id,
 )
 from .plugins import Plugins
-from .snapshot import parse_upsert
+from .snapshot import Snapshot, parse_upsert
 
 __all__ = ["Endpoint", "HealthEndpoint", "ReadEndpoint", "RouteError", "UpsertEndpoint"]
 
@@ -120,8 +121,28 @@ class UpsertEndpoint(Endpoint):
         if result.applied:
             await plugins.snapshot_applied(snapshot, principal)
             return answers.applied(snapshot, synced_at)
-        await plugins.snapshot_ignored(snapshot, result.current, principal)
+        if plugins.observes_ignored:
+            await self.report_ignored(snapshot, result.current, principal)
         return answers.ignored(snapshot)
+
+    async def report_ignored(
+        self, snapshot: Snapshot, current: Snapshot | None, principal: Any
+    ) -> None:
+        """Call the ``snapshot_ignored`` observers with the later stored snapshot, read now
+        if the store did not report it; a failed read is logged and calls none."""
+        plugins = self.plugins
+        if current is None:
+            try:
+                current = await plugins.store_get(snapshot.account_id)
+            except Exception:
+                logger.exception(
+                    "the snapshot_ignored observers were not called: reading the stored"
+                    " snapshot failed (request %s)",
+                    current_request_id(),
+                )
+                return
+        if current is not None:
+            await plugins.snapshot_ignored(snapshot, current, principal)
 
 
 class ReadEndpoint(Endpoint):
