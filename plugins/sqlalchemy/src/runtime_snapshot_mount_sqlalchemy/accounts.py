@@ -8,11 +8,13 @@ from typing import Any
 
 from sqlalchemy import Select, bindparam, select, true
 from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql import FromClause
 from sqlalchemy.sql.elements import ColumnElement
 
 from runtime_snapshot_mount import Account, hookimpl
 
+from .driver import DRIVERS, EXECUTIONS, DriverConnections, Execution
 from .engines import AnyEngine, EngineRunner
 
 __all__ = ["SQLAlchemyAccounts"]
@@ -32,6 +34,11 @@ class SQLAlchemyAccounts:
     account must meet for that caller to see it.
 
     ``engine`` is an ``AsyncEngine`` or a synchronous ``Engine`` (run in worker threads).
+    On an ``AsyncEngine`` on asyncpg the lookup is compiled once and runs on the raw asyncpg
+    connections of the engine's own pool, as the store's statements do (see
+    :mod:`~runtime_snapshot_mount_sqlalchemy.driver`; SQLAlchemy's execution events do not
+    see it); a lookup with a ``visible_to`` condition, which differs per principal, and any
+    lookup with ``execution="sqlalchemy"``, run through SQLAlchemy's ``Connection``.
     """
 
     def __init__(
@@ -42,8 +49,15 @@ class SQLAlchemyAccounts:
         id_column: str | ColumnElement[Any],
         active: str | ColumnElement[Any] | None = None,
         visible_to: Visibility | None = None,
+        execution: Execution = "driver",
     ) -> None:
+        if execution not in EXECUTIONS:
+            raise ValueError(f"execution must be one of {', '.join(EXECUTIONS)}")
         self._runner = EngineRunner(engine)
+        fast = execution == "driver" and engine.dialect.driver in DRIVERS
+        self._driver = (
+            DriverConnections(engine) if fast and isinstance(engine, AsyncEngine) else None
+        )
         self._visible_to = visible_to
         account_id = _column(source, id_column)
         is_active = true() if active is None else _column(source, active)
@@ -62,6 +76,9 @@ class SQLAlchemyAccounts:
             condition = self._visible_to(principal)
             if condition is not None:
                 statement = statement.where(condition)
+        if self._driver is not None and statement is self._select:
+            row = await self._driver.fetch(statement, {"account_id": account_id})
+            return None if row is None else Account(account_id, bool(row["active"]))
         return await self._runner.run(partial(_find, statement, account_id))
 
 

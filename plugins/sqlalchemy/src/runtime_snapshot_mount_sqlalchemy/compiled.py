@@ -58,8 +58,7 @@ class CompiledStatement:
         exported: Sequence[Any] = getattr(statement, "exported_columns", ())
         self.columns = tuple(str(column.key) for column in exported)
         self._results = [
-            column.type.dialect_impl(dialect).result_processor(dialect, None)
-            for column in exported
+            column.type.dialect_impl(dialect).result_processor(dialect, None) for column in exported
         ]
 
     def __repr__(self) -> str:

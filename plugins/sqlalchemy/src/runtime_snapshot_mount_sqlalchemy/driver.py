@@ -26,7 +26,7 @@ statement on SQLAlchemy's own path.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -34,10 +34,14 @@ from sqlalchemy.sql import ClauseElement
 
 from .compiled import CompiledStatement
 
-__all__ = ["DRIVERS", "DriverConnections"]
+__all__ = ["DRIVERS", "EXECUTIONS", "DriverConnections", "Execution"]
 
 DRIVERS = ("asyncpg",)
 """The drivers whose connections :class:`DriverConnections` runs statements on."""
+Execution = Literal["driver", "sqlalchemy"]
+EXECUTIONS: tuple[Execution, ...] = ("driver", "sqlalchemy")
+"""How statements run: on the driver's connections where :data:`DRIVERS` allow, or always
+through SQLAlchemy's ``Connection``."""
 
 
 class DriverConnections:

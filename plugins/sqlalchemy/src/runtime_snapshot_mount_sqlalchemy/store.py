@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from sqlalchemy import URL, MetaData, Table, inspect
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -11,7 +9,7 @@ from sqlalchemy.schema import CreateTable
 
 from runtime_snapshot_mount import Snapshot, UpsertResult, hookimpl
 
-from .driver import DRIVERS
+from .driver import DRIVERS, EXECUTIONS, Execution
 from .engines import AnyEngine, EngineRunner, create_store_engine, retry_transient
 from .executors import DriverExecutor, EngineExecutor, Executor, WriterExecutor
 from .schema import DEFAULT_TABLE_NAME, check_table, snapshot_table
@@ -22,8 +20,6 @@ __all__ = ["DEFAULT_ATTEMPTS", "DEFAULT_RETRY_DEADLINE", "EXECUTIONS", "SQLAlche
 
 DEFAULT_ATTEMPTS = 5
 DEFAULT_RETRY_DEADLINE = 2.0
-Execution = Literal["driver", "sqlalchemy"]
-EXECUTIONS: tuple[Execution, ...] = ("driver", "sqlalchemy")
 
 
 class SQLAlchemyStore:
@@ -109,17 +105,10 @@ class SQLAlchemyStore:
     def _executor(self) -> Executor:
         """Where the statements run, chosen once (see :mod:`.executors`)."""
         engine = self.engine
-        fast = (
-            self.execution == "driver"
-            and self.upsert == "auto"
-            and isinstance(engine, AsyncEngine)
-            and engine.dialect.driver in DRIVERS
-        )
-        executor: Executor = (
-            DriverExecutor(engine, self.table)
-            if isinstance(engine, AsyncEngine) and fast
-            else EngineExecutor(engine, self.table, self.upsert)
-        )
+        executor: Executor = EngineExecutor(engine, self.table, self.upsert)
+        fast = self.execution == "driver" and self.upsert == "auto"
+        if fast and isinstance(engine, AsyncEngine) and engine.dialect.driver in DRIVERS:
+            executor = DriverExecutor(engine, self.table)
         if self.writer is not None:
             return WriterExecutor(self.writer, executor)
         return executor
