@@ -14,7 +14,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from runtime_snapshot_mount import Account, hookimpl
 
-from .driver import DRIVERS, EXECUTIONS, DriverConnections, Execution
+from .driver import EXECUTIONS, DriverConnections, Execution, runs_on
 from .engines import AnyEngine, EngineRunner
 
 __all__ = ["SQLAlchemyAccounts"]
@@ -54,9 +54,9 @@ class SQLAlchemyAccounts:
         if execution not in EXECUTIONS:
             raise ValueError(f"execution must be one of {', '.join(EXECUTIONS)}")
         self._runner = EngineRunner(engine)
-        fast = execution == "driver" and engine.dialect.driver in DRIVERS
+        fast = execution == "driver" and runs_on(engine)
         self._driver = (
-            DriverConnections(engine) if fast and isinstance(engine, AsyncEngine) else None
+            DriverConnections(engine) if isinstance(engine, AsyncEngine) and fast else None
         )
         self._visible_to = visible_to
         account_id = _column(source, id_column)

@@ -29,29 +29,48 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 import anyio
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql import ClauseElement
 
 from .compiled import CompiledStatement
 
-__all__ = ["DRIVERS", "EXECUTIONS", "DriverConnections", "Execution"]
+__all__ = ["DRIVERS", "EXECUTIONS", "DriverConnections", "Execution", "runs_on"]
 
-DRIVERS = ("asyncpg",)
-"""The drivers whose connections :class:`DriverConnections` runs statements on."""
+DRIVERS = ("asyncpg", "asyncmy")
+"""The drivers whose connections :class:`DriverConnections` runs statements on (asyncmy only
+on an engine that the store made: see :func:`runs_on`)."""
 Execution = Literal["driver", "sqlalchemy"]
 EXECUTIONS: tuple[Execution, ...] = ("driver", "sqlalchemy")
-"""How statements run: on the driver's connections where :data:`DRIVERS` allow, or always
+"""How statements run: on the driver's connections where :func:`runs_on` allows, or always
 through SQLAlchemy's ``Connection``."""
+_MYSQL_LOST = frozenset({2006, 2013, 2014, 2055})  # gone away, lost, out of sync, lost (SSL)
+
+
+def runs_on(engine: Any, *, owned: bool = False) -> bool:
+    """True when :class:`DriverConnections` can serve ``engine``: an ``AsyncEngine`` on
+    asyncpg, or, when the store made it (``owned``), on asyncmy -- whose connections the
+    statements put in autocommit mode, and which the store's own engine takes back without a
+    ``ROLLBACK`` (``pool_reset_on_return=None``): one round trip per statement."""
+    if not isinstance(engine, AsyncEngine):
+        return False
+    driver = engine.dialect.driver
+    return driver == "asyncpg" or (driver == "asyncmy" and owned)
 
 
 class DriverConnections:
     """Runs compiled statements on the driver connections of ``engine``'s pool."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
-        if engine.dialect.driver not in DRIVERS:
+    def __init__(self, engine: AsyncEngine, *, owned: bool = False) -> None:
+        if not runs_on(engine, owned=owned):
             raise ValueError(f"no driver path for {engine.dialect.driver}")
         self.engine = engine
+        self._run = _asyncpg_row if engine.dialect.driver == "asyncpg" else _asyncmy_row
         self._compiled: dict[ClauseElement, CompiledStatement] = {}
+
+    async def dialect(self) -> Any:
+        """The engine's dialect, initialized by a first connection (its server version)."""
+        async with self.engine.connect() as connection:
+            return connection.dialect
 
     async def fetch(
         self, statement: ClauseElement, values: Mapping[str, Any]
@@ -65,31 +84,40 @@ class DriverConnections:
                 self._compiled[statement] = compiled
             parameters = compiled.parameters(values)
             raw = await connection.get_raw_connection()
-            record = await _fetchrow(connection, raw.driver_connection, compiled.sql, parameters)
+            driver = raw.driver_connection
+            try:
+                record = await self._run(driver, compiled.sql, parameters)
+            except BaseException as error:
+                if isinstance(error, Exception) and not _lost(driver, error):
+                    raise  # the server's answer on a sound connection: is_transient judges it
+                with anyio.CancelScope(shield=True):  # lost, out of step, or cancelled mid-call
+                    await connection.invalidate()
+                if not isinstance(error, Exception):
+                    raise
+                raise ConnectionResetError(f"the database connection was lost: {error}") from error
         return None if record is None else compiled.row(record)
 
 
-async def _fetchrow(
-    connection: AsyncConnection, driver: Any, sql: str, parameters: list[Any]
-) -> Any:
+async def _asyncpg_row(driver: Any, sql: str, parameters: list[Any]) -> Any:
+    return await driver.fetchrow(sql, *parameters)
+
+
+async def _asyncmy_row(driver: Any, sql: str, parameters: list[Any]) -> Any:
+    await driver.autocommit(True)  # sends nothing once the connection is in autocommit mode
+    async with driver.cursor() as cursor:
+        await cursor.execute(sql, parameters)
+        return await cursor.fetchone()
+
+
+def _lost(driver: Any, error: Exception) -> bool:
+    """True when ``driver``'s connection closed or fell out of step with the server."""
+    if isinstance(error, OSError) or type(error).__name__ == "InternalClientError":
+        return True  # asyncpg's, for a connection out of step with the server
+    args = getattr(error, "args", ())
+    if args and type(args[0]) is int and args[0] in _MYSQL_LOST:
+        return True
     try:
-        return await driver.fetchrow(sql, *parameters)
-    except BaseException as error:
-        from asyncpg.exceptions import InternalClientError  # type: ignore[import-untyped]
-
-        sound = isinstance(error, Exception) and not isinstance(error, InternalClientError)
-        if sound and not _lost(driver):
-            raise  # the server's answer on a sound connection: is_transient judges it
-        with anyio.CancelScope(shield=True):  # lost, out of step, or cancelled mid-call
-            await connection.invalidate()
-        if not isinstance(error, Exception):
-            raise
-        raise ConnectionResetError(f"the database connection was lost: {error}") from error
-
-
-def _lost(driver: Any) -> bool:
-    """True when the asyncpg connection closed (the server went away, say)."""
-    try:
-        return bool(driver.is_closed())
+        closed = driver.is_closed() if hasattr(driver, "is_closed") else not driver.connected
     except Exception:
         return True
+    return bool(closed)

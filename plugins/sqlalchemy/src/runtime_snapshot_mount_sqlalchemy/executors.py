@@ -98,24 +98,38 @@ class EngineExecutor:
 
 class DriverExecutor:
     """The single-statement upsert and the read, compiled, on raw driver connections of an
-    ``AsyncEngine``'s pool (see :mod:`.driver`)."""
+    ``AsyncEngine``'s pool (see :mod:`.driver`).
 
-    def __init__(self, engine: AsyncEngine, table: Table) -> None:
-        self.connections = DriverConnections(engine)
-        statement = one_statement(engine.dialect, table)
-        if statement is None:
-            raise ValueError(f"{engine.dialect.name} has no single-statement upsert")
-        self.statement: OneStatement = statement
+    The upsert is chosen at the first call, once connected (MariaDB's ``RETURNING`` depends
+    on the server's version); a server without a single-statement upsert (MySQL) leaves
+    every statement to ``fallback``.
+    """
+
+    def __init__(self, engine: AsyncEngine, table: Table, *, owned: bool = False) -> None:
+        self.connections = DriverConnections(engine, owned=owned)
+        self.table = table
+        self.fallback = EngineExecutor(engine, table)
         self._select = select_current(table)
+        self._chosen: OneStatement | Executor | None = None
 
     async def upsert(self, snapshot: Snapshot) -> UpsertResult:
-        upsert = self.statement
+        upsert = self._chosen or await self._choose()
+        if not isinstance(upsert, OneStatement):
+            return await upsert.upsert(snapshot)
         row = await self.connections.fetch(upsert.statement, snapshot_values(snapshot))
         return upsert.answer(snapshot, row)
 
     async def get(self, account_id: str) -> Snapshot | None:
+        chosen = self._chosen or await self._choose()
+        if not isinstance(chosen, OneStatement):
+            return await chosen.get(account_id)
         row = await self.connections.fetch(self._select, {"account_id": account_id})
         return None if row is None else snapshot_from_row(row)
+
+    async def _choose(self) -> OneStatement | Executor:
+        dialect = await self.connections.dialect()
+        self._chosen = one_statement(dialect, self.table) or self.fallback
+        return self._chosen
 
 
 class WriterExecutor:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from sqlalchemy import URL, MetaData, Table, inspect
+from typing import Any
+
+from sqlalchemy import URL, MetaData, Table, inspect, make_url
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.schema import CreateTable
 
 from runtime_snapshot_mount import Snapshot, UpsertResult, hookimpl
 
-from .driver import DRIVERS, EXECUTIONS, Execution
+from .driver import EXECUTIONS, Execution, runs_on
 from .engines import AnyEngine, EngineRunner, create_store_engine, retry_transient
 from .executors import DriverExecutor, EngineExecutor, Executor, WriterExecutor
 from .schema import DEFAULT_TABLE_NAME, check_table, snapshot_table
@@ -92,7 +94,9 @@ class SQLAlchemyStore:
             engine, url_writer = writer_for_url(engine, self.table)
             writer = writer or url_writer
         self.writer = writer
-        self.engine = create_store_engine(engine) if isinstance(engine, str | URL) else engine
+        if isinstance(engine, str | URL):
+            engine = create_store_engine(engine, **_own_engine_options(engine, upsert, execution))
+        self.engine = engine
         self.attempts = attempts
         self.upsert = upsert
         self.execution = execution
@@ -107,8 +111,8 @@ class SQLAlchemyStore:
         engine = self.engine
         executor: Executor = EngineExecutor(engine, self.table, self.upsert)
         fast = self.execution == "driver" and self.upsert == "auto"
-        if fast and isinstance(engine, AsyncEngine) and engine.dialect.driver in DRIVERS:
-            executor = DriverExecutor(engine, self.table)
+        if fast and isinstance(engine, AsyncEngine) and runs_on(engine, owned=self.owns_engine):
+            executor = DriverExecutor(engine, self.table, owned=self.owns_engine)
         if self.writer is not None:
             return WriterExecutor(self.writer, executor)
         return executor
@@ -156,3 +160,15 @@ class SQLAlchemyStore:
             if inspect(connection).has_table(self.table.name, schema=self.table.schema):
                 return
             connection.execute(CreateTable(self.table, if_not_exists=True))
+
+
+def _own_engine_options(url: str | URL, upsert: UpsertName, execution: Execution) -> dict[str, Any]:
+    """The options of the engine a store makes from ``url``. On asyncmy, whose statements
+    then run in autocommit mode on the driver's connections (see :mod:`.driver`), the pool
+    takes a connection back without a ``ROLLBACK`` round trip: every statement there
+    commits by itself, and a SQLAlchemy transaction still ends itself when its connection
+    closes."""
+    fast = upsert == "auto" and execution == "driver"
+    if fast and make_url(url).get_driver_name() == "asyncmy":
+        return {"pool_reset_on_return": None}
+    return {}
