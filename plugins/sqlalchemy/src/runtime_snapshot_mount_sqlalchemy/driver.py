@@ -5,17 +5,22 @@ each of the store's statements makes. :class:`DriverConnections` runs a statemen
 :class:`~.compiled.CompiledStatement` (compiled once per statement) on the asyncpg
 connection underneath a pooled connection, through documented API only:
 
-* ``async with engine.connect()`` checks a connection out of the engine's pool -- the
-  host's pool, with its size, overflow and timeout, or the store's own;
-* :meth:`~sqlalchemy.ext.asyncio.AsyncConnection.get_raw_connection` and its
-  ``driver_connection`` give the asyncpg connection, on which one ``fetchrow`` runs the
+* :meth:`AsyncEngine.raw_connection() <sqlalchemy.ext.asyncio.AsyncEngine.raw_connection>`
+  checks a connection out of the engine's pool -- the host's pool, with its size, overflow
+  and timeout, or the store's own -- and ``close()`` gives it back. (The same pooled
+  connection as :meth:`AsyncConnection.get_raw_connection()
+  <sqlalchemy.ext.asyncio.AsyncConnection.get_raw_connection>`, without the
+  ``Connection`` object around it, which costs four times the checkout's CPU.)
+* its ``driver_connection`` is the asyncpg connection, on which one ``fetchrow`` runs the
   statement in autocommit mode (each statement here is atomic by itself), and which asyncpg
-  prepares once per connection;
+  prepares once per connection (on asyncmy: one ``execute`` in autocommit mode);
 * a connection that broke, fell out of step with the server or was cancelled mid-call is
-  invalidated (:meth:`~sqlalchemy.ext.asyncio.AsyncConnection.invalidate`), so the pool
-  never hands it out again, and its failure is raised as a :class:`ConnectionResetError`
-  (transient: the store retries it); any other error is asyncpg's own, which
-  :func:`~runtime_snapshot_mount_sqlalchemy.is_transient` judges by its ``sqlstate``.
+  invalidated (:meth:`PoolProxiedConnection.invalidate()
+  <sqlalchemy.pool.PoolProxiedConnection.invalidate>`), so the pool never hands it out
+  again, and its failure is raised as a :class:`ConnectionResetError` (transient: the store
+  retries it); any other error is the driver's own, which
+  :func:`~runtime_snapshot_mount_sqlalchemy.is_transient` judges by its ``sqlstate`` (or
+  MySQL error code).
 
 These statements bypass SQLAlchemy's execution events: ``echo``, ``before_cursor_execute``
 listeners and the like do not see them (connection events -- ``connect``, ``checkout``,
@@ -25,6 +30,7 @@ statement on SQLAlchemy's own path.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -69,32 +75,37 @@ class DriverConnections:
 
     async def dialect(self) -> Any:
         """The engine's dialect, initialized by a first connection (its server version)."""
-        async with self.engine.connect() as connection:
-            return connection.dialect
+        raw = await self.engine.raw_connection()
+        raw.close()
+        return self.engine.dialect
 
     async def fetch(
         self, statement: ClauseElement, values: Mapping[str, Any]
     ) -> dict[str, Any] | None:
         """Run ``statement`` with ``values`` and return its first row (``{key: value}``, as
         SQLAlchemy would return it), or ``None``."""
-        async with self.engine.connect() as connection:
+        raw = await self.engine.raw_connection()  # checked out of the engine's own pool
+        try:
             compiled = self._compiled.get(statement)
             if compiled is None:  # compiled once, for the dialect that connected
-                compiled = CompiledStatement(statement, connection.dialect)
+                compiled = CompiledStatement(statement, self.engine.dialect)
                 self._compiled[statement] = compiled
-            parameters = compiled.parameters(values)
-            raw = await connection.get_raw_connection()
             driver = raw.driver_connection
             try:
-                record = await self._run(driver, compiled.sql, parameters)
+                record = await self._run(driver, compiled.sql, compiled.parameters(values))
             except BaseException as error:
                 if isinstance(error, Exception) and not _lost(driver, error):
                     raise  # the server's answer on a sound connection: is_transient judges it
-                with anyio.CancelScope(shield=True):  # lost, out of step, or cancelled mid-call
-                    await connection.invalidate()
-                if not isinstance(error, Exception):
+                if not isinstance(error, Exception):  # cancelled mid-call
+                    with anyio.CancelScope(shield=True):
+                        await _close(driver)
+                    raw.invalidate()
                     raise
-                raise ConnectionResetError(f"the database connection was lost: {error}") from error
+                raw.invalidate(error)
+                message = f"the database connection was lost: {error}"
+                raise ConnectionResetError(message) from error
+        finally:
+            raw.close()  # back to the pool (an invalidated one reconnects at its next use)
         return None if record is None else compiled.row(record)
 
 
@@ -107,6 +118,17 @@ async def _asyncmy_row(driver: Any, sql: str, parameters: list[Any]) -> Any:
     async with driver.cursor() as cursor:
         await cursor.execute(sql, parameters)
         return await cursor.fetchone()
+
+
+async def _close(driver: Any) -> None:
+    """Close a driver connection whose statement was cancelled. asyncpg's ``close`` first
+    lets the cancel request that it sent for the statement reach the server (terminating
+    the connection would drop it, and the statement would still run to its end)."""
+    with contextlib.suppress(Exception):
+        if hasattr(driver, "is_closed"):
+            await driver.close(timeout=2)
+        else:
+            await driver.ensure_closed()
 
 
 def _lost(driver: Any, error: Exception) -> bool:
