@@ -77,8 +77,9 @@ def store_upsert(snapshot: Snapshot) -> UpsertResult:  # type: ignore[empty-body
     stale rule (:func:`runtime_snapshot_mount.is_stale`), writes it unless it is stale, and
     returns an :class:`~runtime_snapshot_mount.UpsertResult` saying whether it was applied and
     what is stored now (an ignored snapshot's ``current`` may be ``None``: the store need not
-    read the later snapshot back, see :func:`snapshot_ignored`). The check and the write must be atomic against every other writer,
-    in this process and in others sharing the same storage. Raising means nothing was
+    read the later snapshot back, see :func:`snapshot_ignored`). The check and the write must
+    be atomic against every other writer, in this process and in others sharing the same
+    storage. Raising means nothing was
     written. Exactly one plugin in an app implements this hook and :func:`store_get`.
     """
 
@@ -115,7 +116,8 @@ def snapshot_ignored(snapshot: Snapshot, current: Snapshot, principal: Any) -> N
     the app reads it with :func:`store_get` after the upsert -- only when some implementation
     of this hook is registered, so an app without one never pays for that read. Stored
     snapshots only get later, so what it reads is later than ``snapshot`` too (an account whose
-    row was deleted meanwhile calls no observer). Every implementation is called. One that raises is logged and never changes the response.
+    row was deleted meanwhile calls no observer). Every implementation is called. One that
+    raises is logged and never changes the response.
     """
 
 

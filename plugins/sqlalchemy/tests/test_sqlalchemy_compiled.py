@@ -406,27 +406,25 @@ async def test_a_connection_broken_mid_call_is_invalidated_and_the_retry_applies
     await proxy.start()
     proxied = url.set(host="127.0.0.1", port=proxy.port)
     try:
-        async with host_engine(postgres, url=proxied, pool_size=1, max_overflow=0) as engine:
-            async with host_engine(postgres) as direct:
-                store = SQLAlchemyStore(
-                    engine, table=postgres.table, attempts=1, retry_deadline=None
-                )
-                assert (await store.store_upsert(make_snapshot(account_id, 2))).applied
-                async with row_locked(direct, postgres.table, account_id):
-                    waiting = asyncio.ensure_future(
-                        store.store_upsert(make_snapshot(account_id, 3))
-                    )
-                    await asyncio.sleep(0.3)  # the upsert now waits on the lock
-                    assert not waiting.done()
-                    await proxy.stop()
-                    with pytest.raises(ConnectionResetError):
-                        await asyncio.wait_for(waiting, 10)
-                await proxy.start()
-                with asyncpg_statements(monkeypatch) as sent:
-                    assert (await store.store_upsert(make_snapshot(account_id, 4))).applied
-                assert len(sent) == 1  # attempts=1: a new connection, at the first try
-                stored = await store.store_get(account_id)
-                assert stored is not None and stored.strategy_version == 4
+        async with (
+            host_engine(postgres, url=proxied, pool_size=1, max_overflow=0) as engine,
+            host_engine(postgres) as direct,
+        ):
+            store = SQLAlchemyStore(engine, table=postgres.table, attempts=1, retry_deadline=None)
+            assert (await store.store_upsert(make_snapshot(account_id, 2))).applied
+            async with row_locked(direct, postgres.table, account_id):
+                waiting = asyncio.ensure_future(store.store_upsert(make_snapshot(account_id, 3)))
+                await asyncio.sleep(0.3)  # the upsert now waits on the lock
+                assert not waiting.done()
+                await proxy.stop()
+                with pytest.raises(ConnectionResetError):
+                    await asyncio.wait_for(waiting, 10)
+            await proxy.start()
+            with asyncpg_statements(monkeypatch) as sent:
+                assert (await store.store_upsert(make_snapshot(account_id, 4))).applied
+            assert len(sent) == 1  # attempts=1: a new connection, at the first try
+            stored = await store.store_get(account_id)
+            assert stored is not None and stored.strategy_version == 4
     finally:
         await proxy.stop()
 
@@ -439,13 +437,15 @@ async def test_an_upsert_cancelled_midway_writes_nothing_and_frees_its_connectio
     async with host_engine(postgres, pool_size=1, max_overflow=0) as engine:
         store = SQLAlchemyStore(engine, table=postgres.table)
         assert (await store.store_upsert(make_snapshot(account_id, 1))).applied
-        async with host_engine(postgres) as direct:
-            async with row_locked(direct, postgres.table, account_id):
-                waiting = asyncio.ensure_future(store.store_upsert(make_snapshot(account_id, 2)))
-                await asyncio.sleep(0.3)
-                waiting.cancel()
-                with pytest.raises(asyncio.CancelledError):
-                    await waiting
+        async with (
+            host_engine(postgres) as direct,
+            row_locked(direct, postgres.table, account_id),
+        ):
+            waiting = asyncio.ensure_future(store.store_upsert(make_snapshot(account_id, 2)))
+            await asyncio.sleep(0.3)
+            waiting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
         stored = await store.store_get(account_id)  # the pool's one connection came back
         assert stored is not None and stored.strategy_version == 1  # the cancelled one: not
         applied = await asyncio.wait_for(store.store_upsert(make_snapshot(account_id, 3)), 10)

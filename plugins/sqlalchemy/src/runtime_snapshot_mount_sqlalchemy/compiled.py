@@ -29,6 +29,7 @@ from typing import Any
 
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql.compiler import SQLCompiler
 
 __all__ = ["CompiledStatement"]
 
@@ -44,6 +45,8 @@ class CompiledStatement:
 
     def __init__(self, statement: ClauseElement, dialect: Dialect) -> None:
         compiled = statement.compile(dialect=dialect)
+        if not isinstance(compiled, SQLCompiler):
+            raise TypeError(f"{type(statement).__name__} is not a SQL statement")
         defaults = dict(compiled.params)  # every parameter: its own value, or None
         state = compiled.construct_expanded_state(defaults)
         if state.positiontup is None:

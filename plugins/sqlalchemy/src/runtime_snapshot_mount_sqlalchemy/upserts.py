@@ -39,8 +39,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import Connection, Dialect
-from sqlalchemy.sql import Executable
 from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.expression import UpdateBase
 
 from runtime_snapshot_mount import Snapshot, UpsertResult, is_stale
 
@@ -137,8 +137,8 @@ class OneStatement:
     ``Connection``, or its compiled form on a driver's connection.
     """
 
-    statement: Executable
-    answer: Callable[[Snapshot, Mapping[str, Any] | None], UpsertResult]
+    statement: UpdateBase
+    answer: Callable[[Snapshot, Mapping[Any, Any] | None], UpsertResult]
 
 
 def _values(table: Table) -> dict[str, Any]:
@@ -146,7 +146,7 @@ def _values(table: Table) -> dict[str, Any]:
     return {name: bindparam(name, type_=table.c[name].type) for name in COLUMNS}
 
 
-def _returned_key(snapshot: Snapshot, row: Mapping[str, Any] | None) -> UpsertResult:
+def _returned_key(snapshot: Snapshot, row: Mapping[Any, Any] | None) -> UpsertResult:
     """``RETURNING account_id``: a row when written, none when the ``WHERE`` kept a later
     snapshot (which is not read: see ``UpsertResult``)."""
     return UpsertResult(applied=row is not None, current=snapshot if row is not None else None)
@@ -181,7 +181,7 @@ def duplicate_key(table: Table, *, returning: bool = True) -> OneStatement:
     return OneStatement(upsert, _judged)
 
 
-def _judged(snapshot: Snapshot, row: Mapping[str, Any] | None) -> UpsertResult:
+def _judged(snapshot: Snapshot, row: Mapping[Any, Any] | None) -> UpsertResult:
     if row is None:
         raise LostRace(f"no row came back for {snapshot.account_id!r}")
     return _result_from_row(snapshot, row)
