@@ -40,21 +40,22 @@ class TestSQLAlchemyStore(StoreContract):
         await dispose(engine)
 
 
+@pytest.mark.postgres
 class TestSQLAlchemyExecution(StoreContract):
-    """A host's engine with ``execution="sqlalchemy"``: every statement through SQLAlchemy's
-    ``Connection``; the other instance takes the default path, so each reads what the other
-    wrote."""
+    """A host's PostgreSQL engine with ``execution="sqlalchemy"``: every statement through
+    SQLAlchemy's ``Connection``; the other instance takes the default path (the driver path),
+    so each reads what the other wrote."""
 
     @pytest.fixture
-    async def store(self, database: Database, mode: str) -> AsyncIterator[SQLAlchemyStore]:
-        engine = database.engine(mode)
-        yield SQLAlchemyStore(engine, table=database.table, execution="sqlalchemy")
+    async def store(self, postgres: Database, mode: str) -> AsyncIterator[SQLAlchemyStore]:
+        engine = postgres.engine(mode)
+        yield SQLAlchemyStore(engine, table=postgres.table, execution="sqlalchemy")
         await dispose(engine)
 
     @pytest.fixture
-    async def another_store(self, database: Database) -> AsyncIterator[SQLAlchemyStore]:
-        engine = database.engine("async")
-        yield SQLAlchemyStore(engine, table=database.table)
+    async def another_store(self, postgres: Database) -> AsyncIterator[SQLAlchemyStore]:
+        engine = postgres.engine("async")
+        yield SQLAlchemyStore(engine, table=postgres.table)
         await dispose(engine)
 
 
