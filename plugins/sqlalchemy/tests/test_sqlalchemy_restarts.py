@@ -65,11 +65,13 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from starlette.applications import Starlette
 from starlette.routing import Mount
 from runtime_snapshot_mount import create_app
+from runtime_snapshot_mount.static import AnyAccount
 from runtime_snapshot_mount_sqlalchemy import SQLAlchemyStore
 
 engine = create_async_engine(os.environ["RSM_HOST_DATABASE"])
 store = SQLAlchemyStore(engine, retry_deadline=float(os.environ["RSM_HOST_DEADLINE"]))
-app = Starlette(routes=[Mount("/", create_app(store, api_keys=[os.environ["RSM_HOST_KEY"]]))])
+snapshots = create_app(store, AnyAccount(), api_keys=[os.environ["RSM_HOST_KEY"]])
+app = Starlette(routes=[Mount("/", snapshots)])
 """
 
 
