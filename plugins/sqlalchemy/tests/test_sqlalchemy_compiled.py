@@ -141,10 +141,11 @@ def test_a_parameter_with_a_value_of_its_own_keeps_it() -> None:
     assert compiled.parameters({}) == ["x", 1]
 
 
-def test_a_named_paramstyle_is_refused() -> None:
+def test_a_named_paramstyle_binds_by_name() -> None:
     table = snapshot_table(MetaData())
-    with pytest.raises(ValueError, match="positional"):
-        CompiledStatement(select_current(table), postgresql.psycopg.dialect())
+    read = CompiledStatement(select_current(table), postgresql.psycopg.dialect())
+    assert not read.positional and "%(account_id)s" in read.sql
+    assert read.named_parameters({"account_id": "a"}) == {"account_id": "a"}
 
 
 def test_which_executor_each_store_takes() -> None:
@@ -158,7 +159,7 @@ def test_which_executor_each_store_takes() -> None:
             EngineExecutor,
         ),
         ("postgresql+asyncpg://u@h/d", {"upsert": "locking"}, EngineExecutor),
-        (create_engine("postgresql+psycopg://u@h/d"), {}, EngineExecutor),
+        (create_engine("postgresql+psycopg://u@h/d"), {}, DriverExecutor),
         ("sqlite+aiosqlite:///x.db", {}, EngineExecutor),
         ("sqlite:///x.db", {}, WriterExecutor),
     ]
@@ -470,3 +471,33 @@ async def test_a_database_down_at_first_use_is_tried_again_at_the_next_call(
             assert (await store.store_upsert(make_snapshot(new_account_id()))).applied
     finally:
         await proxy.stop()
+
+
+@pytest.mark.postgres
+async def test_a_sync_psycopg_engine_runs_the_driver_path_and_leaves_its_connections_as_found(
+    postgres: Database,
+) -> None:
+    """A host's sync ``Engine`` on psycopg: the statements bypass SQLAlchemy's events, run in
+    autocommit mode, and each connection goes back to the pool in its own mode, with no
+    transaction open."""
+    engine = create_engine(postgres.sync_url, pool_size=1, max_overflow=0)
+    seen: list[str] = []
+
+    def record(connection: Any, cursor: Any, statement: str, *context: Any) -> None:
+        seen.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        store = SQLAlchemyStore(engine, table=postgres.table)
+        account_id = new_account_id()
+        assert (await store.store_upsert(make_snapshot(account_id, 2))).applied
+        assert not (await store.store_upsert(make_snapshot(account_id, 1))).applied
+        stored = await store.store_get(account_id)
+        assert stored is not None and stored.strategy_version == 2
+        assert seen == []
+        with engine.connect() as connection:  # the pool's one connection
+            driver = connection.connection.driver_connection
+            assert driver is not None and driver.autocommit is False
+            assert driver.info.transaction_status.name == "IDLE"
+    finally:
+        engine.dispose()

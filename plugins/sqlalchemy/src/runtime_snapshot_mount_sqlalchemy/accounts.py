@@ -8,7 +8,6 @@ from typing import Any
 
 from sqlalchemy import Select, bindparam, select, true
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql import FromClause
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -34,8 +33,9 @@ class SQLAlchemyAccounts:
     account must meet for that caller to see it.
 
     ``engine`` is an ``AsyncEngine`` or a synchronous ``Engine`` (run in worker threads).
-    On an ``AsyncEngine`` on asyncpg the lookup is compiled once and runs on the raw asyncpg
-    connections of the engine's own pool, as the store's statements do (see
+    On an ``AsyncEngine`` on asyncpg, or a synchronous ``Engine`` on psycopg, the lookup is
+    compiled once and runs on the raw driver connections of the engine's own pool, as the
+    store's statements do (see
     :mod:`~runtime_snapshot_mount_sqlalchemy.driver`; SQLAlchemy's execution events do not
     see it); a lookup with a ``visible_to`` condition, which differs per principal, and any
     lookup with ``execution="sqlalchemy"``, run through SQLAlchemy's ``Connection``.
@@ -55,9 +55,7 @@ class SQLAlchemyAccounts:
             raise ValueError(f"execution must be one of {', '.join(EXECUTIONS)}")
         self._runner = EngineRunner(engine)
         fast = execution == "driver" and runs_on(engine)
-        self._driver = (
-            DriverConnections(engine) if isinstance(engine, AsyncEngine) and fast else None
-        )
+        self._driver = DriverConnections(engine) if fast else None
         self._visible_to = visible_to
         account_id = _column(source, id_column)
         is_active = true() if active is None else _column(source, active)

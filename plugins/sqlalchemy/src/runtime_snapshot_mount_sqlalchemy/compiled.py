@@ -8,7 +8,9 @@ documented compiler API:
 
 * the SQL text -- :meth:`~sqlalchemy.sql.compiler.SQLCompiler.construct_expanded_state`'s
   :attr:`~sqlalchemy.sql.compiler.ExpandedState.statement`, in the dialect's paramstyle;
-* the order of its parameters (:attr:`~sqlalchemy.sql.compiler.ExpandedState.positiontup`),
+* the order of its parameters (:attr:`~sqlalchemy.sql.compiler.ExpandedState.positiontup`;
+  for a named paramstyle, the names of :attr:`~sqlalchemy.sql.compiler.ExpandedState.
+  parameters`),
   and for each one the bind processor of its type
   (``bind.type.dialect_impl(dialect).bind_processor(dialect)``, the bind parameter as
   :attr:`~sqlalchemy.sql.compiler.SQLCompiler.binds` holds it): the same functions
@@ -37,7 +39,8 @@ __all__ = ["CompiledStatement"]
 class CompiledStatement:
     """``statement`` compiled for ``dialect``, bound positionally.
 
-    ``parameters(values)`` gives the driver's parameters for ``values`` (a mapping of bind
+    ``parameters(values)`` gives the driver's positional parameters for ``values``
+    (``named_parameters`` the same as a mapping, for a named paramstyle) (a mapping of bind
     parameter name to value; a parameter with a value in the statement, ``LIMIT 1``'s say,
     keeps it); ``row(record)`` the processed values of one returned row, in the order of
     :attr:`columns` (the statement's ``exported_columns`` keys).
@@ -49,14 +52,14 @@ class CompiledStatement:
             raise TypeError(f"{type(statement).__name__} is not a SQL statement")
         defaults = dict(compiled.params)  # every parameter: its own value, or None
         state = compiled.construct_expanded_state(defaults)
-        if state.positiontup is None:
-            raise ValueError(f"the {dialect.name} dialect's paramstyle is not positional")
         self.dialect = dialect
         self.sql = state.statement
+        self.positional = state.positiontup is not None
+        names = state.positiontup if state.positiontup is not None else list(state.parameters)
         self._defaults = defaults
         self._binds = [
             (name, compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect))
-            for name in state.positiontup
+            for name in names
         ]
         exported: Sequence[Any] = getattr(statement, "exported_columns", ())
         self.columns = tuple(str(column.key) for column in exported)
@@ -75,6 +78,12 @@ class CompiledStatement:
             value = values[name] if name in values else defaults[name]
             bound.append(value if process is None else process(value))
         return bound
+
+    def named_parameters(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """The same keyed by name, for a dialect whose paramstyle is named
+        (``%(name)s``)."""
+        names = (name for name, _ in self._binds)
+        return dict(zip(names, self.parameters(values), strict=True))
 
     def row(self, record: Sequence[Any]) -> dict[str, Any]:
         """One returned row as ``{column key: value}``, processed as SQLAlchemy returns it."""

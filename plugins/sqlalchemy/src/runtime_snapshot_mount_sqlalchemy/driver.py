@@ -32,9 +32,11 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Mapping
+from functools import partial
 from typing import Any, Literal
 
 import anyio
+from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql import ClauseElement
 
@@ -54,19 +56,20 @@ _MYSQL_LOST = frozenset({2006, 2013, 2014, 2055})  # gone away, lost, out of syn
 
 def runs_on(engine: Any, *, owned: bool = False) -> bool:
     """True when :class:`DriverConnections` can serve ``engine``: an ``AsyncEngine`` on
-    asyncpg, or, when the store made it (``owned``), on asyncmy -- whose connections the
-    statements put in autocommit mode, and which the store's own engine takes back without a
-    ``ROLLBACK`` (``pool_reset_on_return=None``): one round trip per statement."""
-    if not isinstance(engine, AsyncEngine):
-        return False
+    asyncpg; a synchronous ``Engine`` on psycopg (in a worker thread); or, when the store
+    made it (``owned``), an ``AsyncEngine`` on asyncmy -- whose connections the statements put
+    in autocommit mode, and which the store's own engine takes back without a ``ROLLBACK``
+    (``pool_reset_on_return=None``): one round trip per statement."""
     driver = engine.dialect.driver
-    return driver == "asyncpg" or (driver == "asyncmy" and owned)
+    if isinstance(engine, AsyncEngine):
+        return driver == "asyncpg" or (driver == "asyncmy" and owned)
+    return isinstance(engine, Engine) and driver == "psycopg"
 
 
 class DriverConnections:
     """Runs compiled statements on the driver connections of ``engine``'s pool."""
 
-    def __init__(self, engine: AsyncEngine, *, owned: bool = False) -> None:
+    def __init__(self, engine: AsyncEngine | Engine, *, owned: bool = False) -> None:
         if not runs_on(engine, owned=owned):
             raise ValueError(f"no driver path for {engine.dialect.driver}")
         self.engine = engine
@@ -75,21 +78,33 @@ class DriverConnections:
 
     async def dialect(self) -> Any:
         """The engine's dialect, initialized by a first connection (its server version)."""
-        raw = await self.engine.raw_connection()
+        engine = self.engine
+        if isinstance(engine, AsyncEngine):
+            raw = await engine.raw_connection()
+        else:
+            raw = await anyio.to_thread.run_sync(engine.raw_connection, abandon_on_cancel=True)
         raw.close()
-        return self.engine.dialect
+        return engine.dialect
+
+    def _compile(self, statement: ClauseElement) -> CompiledStatement:
+        compiled = self._compiled.get(statement)
+        if compiled is None:  # compiled once, for the dialect that connected
+            compiled = CompiledStatement(statement, self.engine.dialect)
+            self._compiled[statement] = compiled
+        return compiled
 
     async def fetch(
         self, statement: ClauseElement, values: Mapping[str, Any]
     ) -> dict[str, Any] | None:
         """Run ``statement`` with ``values`` and return its first row (``{key: value}``, as
         SQLAlchemy would return it), or ``None``."""
-        raw = await self.engine.raw_connection()  # checked out of the engine's own pool
+        engine = self.engine
+        if not isinstance(engine, AsyncEngine):
+            fetch = partial(self._fetch_blocking, engine, statement, values)
+            return await anyio.to_thread.run_sync(fetch, abandon_on_cancel=True)
+        raw = await engine.raw_connection()  # checked out of the engine's own pool
         try:
-            compiled = self._compiled.get(statement)
-            if compiled is None:  # compiled once, for the dialect that connected
-                compiled = CompiledStatement(statement, self.engine.dialect)
-                self._compiled[statement] = compiled
+            compiled = self._compile(statement)
             driver = raw.driver_connection
             try:
                 record = await self._run(driver, compiled.sql, compiled.parameters(values))
@@ -106,6 +121,35 @@ class DriverConnections:
                 raise ConnectionResetError(message) from error
         finally:
             raw.close()  # back to the pool (an invalidated one reconnects at its next use)
+        return None if record is None else compiled.row(record)
+
+    def _fetch_blocking(
+        self, engine: Engine, statement: ClauseElement, values: Mapping[str, Any]
+    ) -> dict[str, Any] | None:
+        """:meth:`fetch` on a synchronous engine (psycopg), in a worker thread: the
+        statement in autocommit mode (psycopg switches it locally, without a round trip),
+        the connection's own mode restored before it goes back to the pool."""
+        raw = engine.raw_connection()
+        try:
+            compiled = self._compile(statement)
+            driver = raw.driver_connection
+            assert driver is not None
+            previous = driver.autocommit
+            driver.autocommit = True
+            try:
+                with driver.cursor() as cursor:
+                    cursor.execute(compiled.sql, compiled.named_parameters(values))
+                    record = cursor.fetchone()
+            except Exception as error:
+                if not (driver.closed or driver.broken):
+                    raise  # the server's answer on a sound connection: is_transient judges it
+                raw.invalidate(error)
+                message = f"the database connection was lost: {error}"
+                raise ConnectionResetError(message) from error
+            if not (driver.closed or driver.broken):
+                driver.autocommit = previous
+        finally:
+            raw.close()
         return None if record is None else compiled.row(record)
 
 

@@ -6,8 +6,8 @@ made and every hook goes through it:
 * :class:`EngineExecutor` -- a SQLAlchemy ``Connection`` from any engine, async or sync,
   any driver: SQLAlchemy's generic execution path, where events and ``echo`` apply, and the
   strategies that take several statements (MySQL's read-back, the locking fallback);
-* :class:`DriverExecutor` -- the same single statements, compiled once, on the raw asyncpg
-  connections of an ``AsyncEngine``'s pool (:mod:`.driver`);
+* :class:`DriverExecutor` -- the same single statements, compiled once, on the raw driver
+  connections of the engine's pool (asyncpg; psycopg in worker threads; see :mod:`.driver`);
 * :class:`WriterExecutor` -- upserts through the SQLite group-commit writer
   (:mod:`.sqlite_writer`), reads through the engine.
 
@@ -97,15 +97,15 @@ class EngineExecutor:
 
 
 class DriverExecutor:
-    """The single-statement upsert and the read, compiled, on raw driver connections of an
-    ``AsyncEngine``'s pool (see :mod:`.driver`).
+    """The single-statement upsert and the read, compiled, on raw driver connections of the
+    engine's pool (see :mod:`.driver`).
 
     The upsert is chosen at the first call, once connected (MariaDB's ``RETURNING`` depends
     on the server's version); a server without a single-statement upsert (MySQL) leaves
     every statement to ``fallback``.
     """
 
-    def __init__(self, engine: AsyncEngine, table: Table, *, owned: bool = False) -> None:
+    def __init__(self, engine: AnyEngine, table: Table, *, owned: bool = False) -> None:
         self.connections = DriverConnections(engine, owned=owned)
         self.table = table
         self.fallback = EngineExecutor(engine, table)

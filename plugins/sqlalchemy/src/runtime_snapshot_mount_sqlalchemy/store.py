@@ -6,7 +6,6 @@ from typing import Any
 
 from sqlalchemy import URL, MetaData, Table, inspect, make_url
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.schema import CreateTable
 
 from runtime_snapshot_mount import Snapshot, UpsertResult, hookimpl
@@ -49,8 +48,9 @@ class SQLAlchemyStore:
 
     ``execution`` says how statements run. ``"driver"`` (the default): on an
     ``AsyncEngine`` on asyncpg -- the host's or one made from a ``postgresql+asyncpg://``
-    URL -- the upsert and the read are compiled once and run on the raw asyncpg connections
-    of that engine's own pool (see :mod:`~runtime_snapshot_mount_sqlalchemy.driver`): the
+    URL -- or a synchronous ``Engine`` on psycopg (in worker threads), the upsert and the
+    read are compiled once and run on the raw driver connections of that engine's own pool
+    (see :mod:`~runtime_snapshot_mount_sqlalchemy.driver`): the
     pool's size and limits hold, but SQLAlchemy's execution events do not see these
     statements (``echo`` does not log them, ``before_cursor_execute`` listeners are not
     called). ``"sqlalchemy"`` runs every statement through SQLAlchemy's ``Connection``, where
@@ -111,7 +111,7 @@ class SQLAlchemyStore:
         engine = self.engine
         executor: Executor = EngineExecutor(engine, self.table, self.upsert)
         fast = self.execution == "driver" and self.upsert == "auto"
-        if fast and isinstance(engine, AsyncEngine) and runs_on(engine, owned=self.owns_engine):
+        if fast and runs_on(engine, owned=self.owns_engine):
             executor = DriverExecutor(engine, self.table, owned=self.owns_engine)
         if self.writer is not None:
             return WriterExecutor(self.writer, executor)
