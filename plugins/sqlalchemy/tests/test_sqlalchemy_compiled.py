@@ -501,3 +501,35 @@ async def test_a_sync_psycopg_engine_runs_the_driver_path_and_leaves_its_connect
             assert driver.info.transaction_status.name == "IDLE"
     finally:
         engine.dispose()
+
+
+async def session_questions(engine: AsyncEngine) -> int:
+    """The server's count of statements this session's client sent (MariaDB/MySQL)."""
+    async with engine.connect() as connection:
+        result = await connection.exec_driver_sql("SHOW SESSION STATUS LIKE 'Questions'")
+        return int(result.one()[1])
+
+
+@pytest.mark.mariadb
+async def test_a_mariadb_url_store_sends_one_statement_per_upsert_applied_or_ignored(
+    mariadb: Database,
+) -> None:
+    """Counted by the server on the pool's one connection (calls in turn open no other):
+    no BEGIN, COMMIT, ROLLBACK or SET around the RETURNING upsert."""
+    url = mariadb.async_url.render_as_string(hide_password=False)
+    store = SQLAlchemyStore(url, table=mariadb.table)
+    try:
+        assert isinstance(store.executor, DriverExecutor)
+        account_id = new_account_id()
+        assert (await store.store_upsert(make_snapshot(account_id, 2))).applied  # connect
+        engine = store.engine
+        assert isinstance(engine, AsyncEngine)
+        before = await session_questions(engine)
+        assert (await store.store_upsert(make_snapshot(account_id, 3))).applied
+        ignored = await store.store_upsert(make_snapshot(account_id, 1))
+        after = await session_questions(engine)
+        assert not ignored.applied and ignored.current == make_snapshot(account_id, 3)
+        # the first SHOW's ROLLBACK (its Connection closing), two upserts, the second SHOW
+        assert after - before == 1 + 2 + 1
+    finally:
+        await store.store_close()
