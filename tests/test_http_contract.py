@@ -38,6 +38,7 @@ from runtime_snapshot_mount import (
     MemoryStore,
     Principal,
     Snapshot,
+    UpsertResult,
     hookimpl,
     parse_instant,
 )
@@ -635,3 +636,39 @@ async def test_rejected_request_leaves_the_stored_snapshot_unchanged(
     assert stored_in(store) is before
     assert stored_in(store, INACTIVE_ACCOUNT) is None
     assert len(store) == 1
+
+
+class UnreadStore(MemoryStore):
+    """A memory store whose ignored upserts do not report the later snapshot; counts reads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+
+    @hookimpl
+    def store_upsert(self, snapshot: Snapshot) -> UpsertResult:
+        result = super().store_upsert(snapshot)
+        return result if result.applied else UpsertResult(False)
+
+    @hookimpl
+    def store_get(self, account_id: str) -> Snapshot | None:
+        self.reads += 1
+        return super().store_get(account_id)
+
+
+async def test_an_ignored_snapshot_is_read_back_only_for_its_observers() -> None:
+    quiet, observed = UnreadStore(), UnreadStore()
+    recorder = Recorder()
+    async with client_for(make_app(quiet)) as client:
+        await post_json(client, EXAMPLE_REQUEST)
+        ignored = await post_json(client, example(strategy_version=6))
+    assert ignored.content == compact(EXAMPLE_IGNORED)
+    assert quiet.reads == 0  # nobody asked for the later snapshot
+    async with client_for(make_app(observed, recorder)) as client:
+        await post_json(client, EXAMPLE_REQUEST)
+        ignored = await post_json(client, example(strategy_version=6))
+    assert ignored.content == compact(EXAMPLE_IGNORED)
+    assert observed.reads == 1
+    _, incoming, current, _ = recorder.calls[1]
+    assert incoming.strategy_version == 6
+    assert current == stored_in(observed) and current.strategy_version == 7

@@ -13,6 +13,7 @@ import dataclasses
 import logging
 import traceback
 from time import perf_counter
+from typing import Any
 
 from pydantic import ValidationError
 from starlette.types import Receive, Scope, Send
@@ -122,8 +123,28 @@ class UpsertEndpoint(Endpoint):
         if result.applied:  # observers see what is stored; the answer, what was sent
             await plugins.snapshot_applied(stored, principal)
             return answers.applied(snapshot, synced_at)
-        await plugins.snapshot_ignored(stored, result.current, principal)
+        if plugins.observes_ignored:
+            await self.report_ignored(stored, result.current, principal)
         return answers.ignored(snapshot)
+
+    async def report_ignored(
+        self, snapshot: Snapshot, current: Snapshot | None, principal: Any
+    ) -> None:
+        """Call the ``snapshot_ignored`` observers with the later stored snapshot, read now
+        if the store did not report it; a failed read is logged and calls none."""
+        plugins = self.plugins
+        if current is None:
+            try:
+                current = await plugins.store_get(snapshot.account_id)
+            except Exception:
+                logger.exception(
+                    "the snapshot_ignored observers were not called: reading the stored"
+                    " snapshot failed (request %s)",
+                    current_request_id(),
+                )
+                return
+        if current is not None:
+            await plugins.snapshot_ignored(snapshot, current, principal)
 
 
 class ReadEndpoint(Endpoint):

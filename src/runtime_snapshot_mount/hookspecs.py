@@ -85,8 +85,10 @@ def store_upsert(snapshot: Snapshot) -> UpsertResult:  # type: ignore[empty-body
     The store compares ``snapshot`` with the one it holds for ``snapshot.account_id`` by the
     stale rule (:func:`runtime_snapshot_mount.is_stale`), writes it unless it is stale, and
     returns an :class:`~runtime_snapshot_mount.UpsertResult` saying whether it was applied and
-    what is stored now. The check and the write must be atomic against every other writer,
-    in this process and in others sharing the same storage. Raising means nothing was
+    what is stored now (an ignored snapshot's ``current`` may be ``None``: the store need not
+    read the later snapshot back, see :func:`snapshot_ignored`). The check and the write must
+    be atomic against every other writer, in this process and in others sharing the same
+    storage. Raising means nothing was
     written. Exactly one plugin in an app implements this hook and :func:`store_get`.
     """
 
@@ -125,7 +127,12 @@ def snapshot_ignored(snapshot: Snapshot, current: Snapshot, principal: Any) -> N
     Both name the account by its canonical id, as the store keeps it (``snapshot.account_id``
     may differ from the request's spelling).
 
-    Every implementation is called. One that raises is logged and never changes the response.
+    ``current`` is the store's ``UpsertResult.current`` when the store read it back; otherwise
+    the app reads it with :func:`store_get` after the upsert -- only when some implementation
+    of this hook is registered, so an app without one never pays for that read. Stored
+    snapshots only get later, so what it reads is later than ``snapshot`` too (an account whose
+    row was deleted meanwhile calls no observer). Every implementation is called. One that
+    raises is logged and never changes the response.
     """
 
 

@@ -236,6 +236,11 @@ class Plugins:
             return _DONE
         return _each(self._snapshot_applied, snapshot, principal, observers=True)
 
+    @property
+    def observes_ignored(self) -> bool:
+        """True when some plugin implements ``snapshot_ignored``."""
+        return bool(self._snapshot_ignored)
+
     def snapshot_ignored(
         self, snapshot: Snapshot, current: Snapshot, principal: Any
     ) -> Awaitable[None]:

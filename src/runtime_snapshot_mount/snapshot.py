@@ -199,12 +199,15 @@ def parse_upsert(body: bytes) -> tuple[Snapshot, str]:
 class UpsertResult:
     """What a store's atomic upsert did.
 
-    ``applied`` is true when the incoming snapshot was written; ``current`` is the snapshot
-    stored once the upsert finished (the incoming one when applied, the later one when not).
+    ``applied`` is true when the incoming snapshot was written. ``current`` is the snapshot
+    stored once the upsert finished: the incoming one when applied; when ignored, the later
+    stored one if the store read it, or ``None`` -- a store need not read anything back to
+    ignore a stale snapshot, and the app reads it with ``store_get`` only for a registered
+    ``snapshot_ignored`` observer.
     """
 
     applied: bool
-    current: Snapshot
+    current: Snapshot | None = None
 
 
 @dataclass(frozen=True, slots=True)

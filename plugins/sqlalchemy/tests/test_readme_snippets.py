@@ -73,7 +73,8 @@ async def post(app: Any, path: str, token: str, body: dict[str, Any]) -> httpx.R
 
 def test_the_readmes_have_the_blocks_this_file_runs() -> None:
     assert len(ROOT_PYTHON) == 7
-    assert len(PLUGIN_PYTHON) == 4
+    assert len(PLUGIN_PYTHON) == 5
+    compile(PLUGIN_PYTHON[3], "driver-path", "exec")  # the host engine's lines (no server here)
     assert "from runtime_snapshot_mount_sqlalchemy.migrations import alembic_options" in ENV_PY
     assert ENV_PY.count("**alembic_options(),") == 2  # offline and online
     assert PLUGIN_PYTHON[2].splitlines()[0] in ENV_PY
@@ -182,7 +183,7 @@ async def test_a_host_engine_opts_in_to_group_commit(
 ) -> None:
     from runtime_snapshot_mount import create_app
 
-    namespace = run_block(PLUGIN_PYTHON[3], tmp_path, monkeypatch)
+    namespace = run_block(PLUGIN_PYTHON[4], tmp_path, monkeypatch)
     store = namespace["store"]
     app = create_app(store, api_keys=["secret"], accounts=[EXAMPLE_REQUEST["account_id"]])
     response = await post(app, "/runtime-snapshots/upsert", "secret", EXAMPLE_REQUEST)

@@ -23,7 +23,9 @@ OTHER_MODE = {"async": "sync", "sync": "async"}
 
 
 class TestSQLAlchemyStore(StoreContract):
-    """The dialect's own upsert: ON CONFLICT (PostgreSQL, SQLite), ON DUPLICATE KEY (MariaDB)."""
+    """The dialect's own upsert: ON CONFLICT (PostgreSQL, SQLite), ON DUPLICATE KEY (MariaDB),
+    on a host's engine: on PostgreSQL an ``AsyncEngine`` on asyncpg (the driver path, its
+    statements compiled and run on the engine's own pool) and a sync engine on psycopg."""
 
     @pytest.fixture
     async def store(self, database: Database, mode: str) -> AsyncIterator[SQLAlchemyStore]:
@@ -35,6 +37,25 @@ class TestSQLAlchemyStore(StoreContract):
     async def another_store(self, database: Database, mode: str) -> AsyncIterator[SQLAlchemyStore]:
         engine = database.engine(OTHER_MODE[mode])
         yield SQLAlchemyStore(engine, table=database.table)
+        await dispose(engine)
+
+
+@pytest.mark.postgres
+class TestSQLAlchemyExecution(StoreContract):
+    """A host's PostgreSQL engine with ``execution="sqlalchemy"``: every statement through
+    SQLAlchemy's ``Connection``; the other instance takes the default path (the driver path),
+    so each reads what the other wrote."""
+
+    @pytest.fixture
+    async def store(self, postgres: Database, mode: str) -> AsyncIterator[SQLAlchemyStore]:
+        engine = postgres.engine(mode)
+        yield SQLAlchemyStore(engine, table=postgres.table, execution="sqlalchemy")
+        await dispose(engine)
+
+    @pytest.fixture
+    async def another_store(self, postgres: Database) -> AsyncIterator[SQLAlchemyStore]:
+        engine = postgres.engine("async")
+        yield SQLAlchemyStore(engine, table=postgres.table)
         await dispose(engine)
 
 
@@ -84,8 +105,8 @@ class TestMySQLUpsertWithoutReturning(StoreContract):
 
 class TestStoreMadeFromAURL(StoreContract):
     """The command line's store: an engine the store makes from a URL (on PostgreSQL through
-    asyncpg it keeps its upsert connections between upserts; JSON is written by
-    pydantic-core)."""
+    asyncpg and MariaDB through asyncmy, the driver path on that engine's pool; JSON is
+    written by pydantic-core)."""
 
     @pytest.fixture
     async def store(self, database: Database) -> AsyncIterator[SQLAlchemyStore]:

@@ -57,16 +57,60 @@ def mariadb_server() -> Iterator[ThrowawayMariaDB]:
         yield server
 
 
+# A host app: its own AsyncEngine (SQLAlchemy's default pool), the store on it (the driver
+# path on asyncpg), mounted in a Starlette host and served by uvicorn.
+HOST_APP = """
+import os
+from sqlalchemy.ext.asyncio import create_async_engine
+from starlette.applications import Starlette
+from starlette.routing import Mount
+from runtime_snapshot_mount import create_app
+from runtime_snapshot_mount.static import AnyAccount
+from runtime_snapshot_mount_sqlalchemy import SQLAlchemyStore
+
+engine = create_async_engine(os.environ["RSM_HOST_DATABASE"])
+store = SQLAlchemyStore(engine, retry_deadline=float(os.environ["RSM_HOST_DEADLINE"]))
+snapshots = create_app(store, AnyAccount(), api_keys=[os.environ["RSM_HOST_KEY"]])
+app = Starlette(routes=[Mount("/", snapshots)])
+"""
+
+
+def host_app_command(store_url: str, port: int, log: Path, workers: int) -> list[str]:
+    """uvicorn serving :data:`HOST_APP` (written next to ``log``), after creating the table."""
+    create = [sys.executable, "-m", "runtime_snapshot_mount", "create-tables", "--store", store_url]
+    subprocess.run(create, check=True, capture_output=True)
+    (log.parent / "rsm_host_app.py").write_text(HOST_APP)
+    command = [sys.executable, "-m", "uvicorn", "rsm_host_app:app", "--app-dir", str(log.parent)]
+    return [*command, "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
+
+
 @contextlib.contextmanager
-def serving(store_url: str, workers: int, log: Path, *options: str) -> Iterator[str]:
-    """``runtime-snapshot-mount serve`` on a free loopback port; yields its base URL."""
+def serving(
+    store_url: str, workers: int, log: Path, *options: str, host_app: bool = False
+) -> Iterator[str]:
+    """``runtime-snapshot-mount serve`` on a free loopback port -- or, with ``host_app``, a
+    host app on its own engine (``--retry-deadline`` as the store's ``retry_deadline``) --
+    and yields its base URL."""
     port = free_port()
-    command = [sys.executable, "-m", "runtime_snapshot_mount", "serve", "--store", store_url]
-    command += ["--host", "127.0.0.1", "--port", str(port), "--api-key", API_KEY]
-    command += ["--workers", str(workers), *options]
+    environment = dict(os.environ)
+    if host_app:
+        command = host_app_command(store_url, port, log, workers)
+        deadline = options[options.index("--retry-deadline") + 1]
+        environment.update(
+            RSM_HOST_DATABASE=store_url, RSM_HOST_DEADLINE=deadline, RSM_HOST_KEY=API_KEY
+        )
+    else:
+        command = [sys.executable, "-m", "runtime_snapshot_mount", "serve", "--store", store_url]
+        command += ["--host", "127.0.0.1", "--port", str(port), "--api-key", API_KEY]
+        command += ["--workers", str(workers), *options]
     with open(log, "ab") as output:
         process = subprocess.Popen(
-            command, stdout=output, stderr=output, stdin=subprocess.DEVNULL, start_new_session=True
+            command,
+            stdout=output,
+            stderr=output,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env=environment,
         )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -180,11 +224,15 @@ def assert_ridden_out(load: Load, url: str) -> None:
 @pytest.mark.postgres
 @pytest.mark.parametrize("workers", [1, 2])
 @pytest.mark.parametrize("mode", ["fast", "immediate"])
+@pytest.mark.parametrize("app", ["serve", "host-engine"])
 def test_a_postgresql_restart_under_load_answers_no_5xx_and_loses_no_write(
-    postgres_server: ThrowawayPostgres, mode: str, workers: int, tmp_path: Path
+    postgres_server: ThrowawayPostgres, mode: str, workers: int, app: str, tmp_path: Path
 ) -> None:
+    """``serve --store URL``, and a host app whose own ``AsyncEngine`` runs the store's
+    statements on the driver path."""
     log = tmp_path / "serve.log"
-    with serving(postgres_server.url, workers, log, *RIDE_OUT) as base:
+    host_app = app == "host-engine"
+    with serving(postgres_server.url, workers, log, *RIDE_OUT, host_app=host_app) as base:
         load = asyncio.run(drive(base, partial(postgres_server.restart, mode)))
     assert_ridden_out(load, postgres_server.url)
 

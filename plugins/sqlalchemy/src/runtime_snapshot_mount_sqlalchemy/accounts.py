@@ -14,6 +14,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from runtime_snapshot_mount import Account, hookimpl
 
+from .driver import EXECUTIONS, DriverConnections, Execution, runs_on
 from .engines import AnyEngine, EngineRunner
 from .keys import ConvertId, canonical_text, conversion_for
 
@@ -52,6 +53,12 @@ class SQLAlchemyAccounts:
     snapshot is stored under.
 
     ``engine`` is an ``AsyncEngine`` or a synchronous ``Engine`` (run in worker threads).
+    On an ``AsyncEngine`` on asyncpg, or a synchronous ``Engine`` on psycopg, the lookup is
+    compiled once and runs on the raw driver connections of the engine's own pool, as the
+    store's statements do (see
+    :mod:`~runtime_snapshot_mount_sqlalchemy.driver`; SQLAlchemy's execution events do not
+    see it); a lookup with a ``visible_to`` condition, which differs per principal, and any
+    lookup with ``execution="sqlalchemy"``, run through SQLAlchemy's ``Connection``.
     """
 
     def __init__(
@@ -63,8 +70,13 @@ class SQLAlchemyAccounts:
         active: ColumnOption | None = None,
         visible_to: Visibility | None = None,
         convert_id: ConvertId | None = None,
+        execution: Execution = "driver",
     ) -> None:
+        if execution not in EXECUTIONS:
+            raise ValueError(f"execution must be one of {', '.join(EXECUTIONS)}")
         self._runner = EngineRunner(engine)
+        fast = execution == "driver" and runs_on(engine)
+        self._driver = DriverConnections(engine) if fast else None
         self._visible_to = visible_to
         account_id = _column(source, id_column)
         self._convert = conversion_for(account_id.type) if convert_id is None else convert_id
@@ -88,6 +100,9 @@ class SQLAlchemyAccounts:
             condition = self._visible_to(principal)
             if condition is not None:
                 statement = statement.where(condition)
+        if self._driver is not None and statement is self._select:
+            row = await self._driver.fetch(statement, {"account_id": key})
+            return None if row is None else _account(row["account_id"], row["active"])
         return await self._runner.run(partial(_find, statement, key))
 
 
@@ -108,4 +123,9 @@ def _column(source: Any, column: Any) -> ColumnElement[Any]:
 
 def _find(statement: Select[Any], key: Any, connection: Connection) -> Account | None:
     row = connection.execute(statement, {"account_id": key}).first()
-    return None if row is None else Account(canonical_text(row.account_id), bool(row.active))
+    return None if row is None else _account(row.account_id, row.active)
+
+
+def _account(key: Any, active: Any) -> Account:
+    """The account a found row names: under its key's canonical text."""
+    return Account(canonical_text(key), bool(active))

@@ -36,6 +36,7 @@ T = TypeVar("T")
 AnyEngine = AsyncEngine | Engine
 
 SQLITE_BUSY_TIMEOUT = 30.0
+WAL = "PRAGMA journal_mode=WAL"  # a SQLite connection's setting; sqlite3 has no call for it
 POOL_SIZE = 20
 MAX_OVERFLOW = 0
 _MAX_DELAY = 0.25
@@ -64,6 +65,15 @@ _POSTGRES_TRANSIENT = frozenset(
 _POSTGRES_CONNECTION = "08"  # the class of connection exceptions (08000, 08003, 08006, ...)
 
 
+def json_text(value: Any) -> str:
+    """``value`` as compact JSON text (what :func:`create_store_engine` writes JSON with)."""
+    return to_json(value).decode("utf-8")
+
+
+ENGINE_OPTIONS: dict[str, Any] = {"json_serializer": json_text}
+"""What :func:`create_store_engine` gives every engine (and its dialect) unless told otherwise."""
+
+
 class LostRace(Exception):
     """A concurrent writer got in between two steps of an upsert; trying again will do."""
 
@@ -85,7 +95,7 @@ def create_store_engine(url: str | URL, **options: Any) -> AnyEngine:
     given. ``options`` go to :func:`~sqlalchemy.create_engine`.
     """
     url = make_url(url)
-    options = {"json_serializer": json_text, **options}
+    options = {**ENGINE_OPTIONS, **options}
     backend = url.get_backend_name()
     if backend == "sqlite":
         options = _sqlite_options(url, options)
@@ -100,11 +110,6 @@ def create_store_engine(url: str | URL, **options: Any) -> AnyEngine:
     if backend == "sqlite" and not _is_memory(url):
         _use_wal(engine)
     return engine
-
-
-def json_text(value: Any) -> str:
-    """``value`` as compact JSON text (what :func:`create_store_engine` writes JSON with)."""
-    return to_json(value).decode("utf-8")
 
 
 def _server_pool_options(options: dict[str, Any]) -> dict[str, Any]:
@@ -132,7 +137,7 @@ def _use_wal(engine: AnyEngine) -> None:
     def on_connect(dbapi_connection: Any, connection_record: Any) -> None:
         cursor = dbapi_connection.cursor()
         try:
-            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute(WAL)
         finally:
             cursor.close()
 

@@ -23,7 +23,19 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, DateTime, MetaData, String, Table, type_coerce
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    MetaData,
+    String,
+    Table,
+    cast,
+    func,
+    literal,
+    type_coerce,
+)
 from sqlalchemy.dialects import mysql, postgresql
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.compiler import compiles
@@ -60,7 +72,7 @@ class UTCDateTime(TypeDecorator[datetime]):
     """An aware UTC instant at microsecond precision, stored so that the database orders it.
 
     Binds any aware :class:`~datetime.datetime`; results are aware and in UTC. PostgreSQL
-    stores ``timestamptz`` and is read ``AT TIME ZONE 'UTC'`` (so a session in another time
+    stores ``timestamptz`` and is read as ``timezone('UTC', column)`` (so a session in another time
     zone cannot push 0001-01-01 or 9999-12-31 out of Python's range) and is sent as RFC 3339
     text that the server casts (asyncpg sends those two instants' ``datetime`` values as
     ``-infinity`` and ``infinity``, which no other driver reads back); MySQL/MariaDB store
@@ -136,8 +148,8 @@ def _bare_bind(element: _InstantFromText, compiler: SQLCompiler, **kw: Any) -> s
 @compiles(_InstantFromText, "postgresql")
 def _cast_text(element: _InstantFromText, compiler: SQLCompiler, **kw: Any) -> str:
     [bind] = element.clauses
-    text = compiler.process(type_coerce(bind, _InstantText()), **kw)
-    return f"CAST({text} AS TIMESTAMP WITH TIME ZONE)"
+    text = type_coerce(bind, _InstantText())
+    return compiler.process(cast(text, postgresql.TIMESTAMP(timezone=True)), **kw)
 
 
 @compiles(_UTCWallTime)
@@ -147,7 +159,8 @@ def _bare_column(element: _UTCWallTime, compiler: SQLCompiler, **kw: Any) -> str
 
 @compiles(_UTCWallTime, "postgresql")
 def _at_utc(element: _UTCWallTime, compiler: SQLCompiler, **kw: Any) -> str:
-    return f"({compiler.process(element.clauses, **kw)} AT TIME ZONE 'UTC')"
+    utc = literal("UTC", String(), literal_execute=True)  # written into the statement
+    return compiler.process(func.timezone(utc, *element.clauses), **kw)
 
 
 class AccountKey(TypeDecorator[str]):

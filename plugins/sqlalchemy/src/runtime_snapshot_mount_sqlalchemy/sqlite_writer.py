@@ -8,9 +8,8 @@ in one transaction::
 
     BEGIN IMMEDIATE                                  -- the write lock, up front
     INSERT ... ON CONFLICT (account_id) DO UPDATE SET ... WHERE <not stale> RETURNING ...
-    SELECT ... WHERE account_id = ?                  -- only for one that was ignored
-    ...                                              -- one statement (or two) per upsert
-    COMMIT
+    ...                                              -- one statement per upsert
+    COMMIT                                           -- sqlite3's connection.commit()
 
 and answers each request only after ``COMMIT`` returned, so an acknowledged write is on disk:
 write-ahead logging with ``PRAGMA synchronous=FULL`` (the default) flushes the log at every
@@ -18,9 +17,15 @@ commit. ``synchronous="normal"`` flushes it only at checkpoints: faster, and sti
 against a crash of the process, but a power loss or an operating-system crash can undo the
 last transactions that were acknowledged.
 
-An ignored upsert reads the later row inside the same transaction, which still holds the
-write lock: the row it reports is the one that made it stale, and the read costs no round
-trip (SQLite runs in this process).
+The upsert is :func:`~runtime_snapshot_mount_sqlalchemy.upserts.on_conflict`'s statement,
+compiled once for SQLite (:class:`~runtime_snapshot_mount_sqlalchemy.compiled.
+CompiledStatement`), and bound through the column types' own processors: the rows are
+exactly what the SQLAlchemy store writes. An ignored upsert reads nothing back. The only
+statements written here are the connection's own settings, which ``sqlite3`` has no call
+for: ``PRAGMA journal_mode=WAL`` and ``PRAGMA synchronous``, and ``BEGIN IMMEDIATE`` (its
+implicit transactions would take the write lock only at the first statement, folding a
+wait for another process's lock into one member's upsert); ``COMMIT`` and ``ROLLBACK`` are
+``sqlite3``'s ``commit()`` and ``rollback()``.
 
 Failures stay with the snapshot that caused them:
 
@@ -41,33 +46,30 @@ as the store's SQLAlchemy path raises them.
 Several processes may each run a writer on one file (``serve --workers N``): ``BEGIN
 IMMEDIATE`` takes SQLite's write lock before any statement, waiting for it up to the busy
 timeout (30 s), and the conditional statement keeps the greatest snapshot whoever commits
-first. The rows are exactly what the SQLAlchemy store writes and reads
-(:func:`~runtime_snapshot_mount_sqlalchemy.snapshot_table` on SQLite): the instant as
-fixed-width UTC text ``YYYY-MM-DD HH:MM:SS.ffffff``, JSON as compact text written by
-pydantic-core, the version as an integer.
+first.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any
 
 import anyio
-from sqlalchemy import URL, Table, exc, make_url
-from sqlalchemy.dialects import sqlite
+from sqlalchemy import URL, MetaData, Table, exc, make_url
+from sqlalchemy.dialects.sqlite import pysqlite
 
-from runtime_snapshot_mount import Snapshot, UpsertResult, is_stale
+from runtime_snapshot_mount import Snapshot, UpsertResult
 
-from .engines import SQLITE_BUSY_TIMEOUT, LostRace, json_text
-from .schema import COLUMNS
+from .compiled import CompiledStatement
+from .engines import ENGINE_OPTIONS, SQLITE_BUSY_TIMEOUT, WAL
+from .schema import snapshot_table, snapshot_values
+from .upserts import on_conflict
 
 __all__ = [
     "SYNCHRONOUS_MODES",
@@ -79,10 +81,9 @@ __all__ = [
 SYNCHRONOUS_PARAMETER = "synchronous"
 SYNCHRONOUS_MODES = ("full", "normal")
 _DRIVERS = ("pysqlite",)
-_COLUMNS = COLUMNS  # the row as the writer binds and reads it: the table's columns
-_UTC = timezone.utc
+_BEGIN = "BEGIN IMMEDIATE"  # the write lock, up front (see the module's notes)
 
-Row = tuple[Any, ...]
+Row = list[Any]
 Outcome = UpsertResult | BaseException
 BeforeCommit = Callable[[sqlite3.Connection, Sequence[Snapshot]], None]
 
@@ -165,7 +166,11 @@ class SQLiteWriter:
         self.synchronous = mode
         self.busy_timeout = busy_timeout
         self.before_commit = before_commit
-        self.upsert_sql, self.select_sql = _statements(table)
+        if isinstance(table, str):
+            table = snapshot_table(MetaData(), table)
+        self.statement = on_conflict(table, "sqlite")
+        dialect = pysqlite.dialect(**ENGINE_OPTIONS)  # as create_store_engine's engine binds
+        self.compiled = CompiledStatement(self.statement.statement, dialect)
         self._condition = threading.Condition()
         self._queue: list[_Request] = []
         self._thread: threading.Thread | None = None
@@ -181,7 +186,7 @@ class SQLiteWriter:
 
     async def upsert(self, snapshot: Snapshot) -> UpsertResult:
         """Apply ``snapshot`` unless a later one is stored; return once it is committed."""
-        row = _row(snapshot)  # a value that cannot be encoded fails here, alone
+        row = self.compiled.parameters(snapshot_values(snapshot))  # fails here, alone
         loop = asyncio.get_running_loop()
         request = _Request(snapshot, row, loop, loop.create_future())
         with self._condition:
@@ -222,7 +227,7 @@ class SQLiteWriter:
                         connection = self._connect()
                     outcomes = self._write(connection, batch)
                 except BaseException as error:  # a connection that did not open, say
-                    outcomes = [_wrapped(error, self.upsert_sql) for _ in batch]
+                    outcomes = [_wrapped(error, self.compiled.sql) for _ in batch]
                 _answer(batch, outcomes)
         finally:
             if connection is not None:
@@ -231,7 +236,7 @@ class SQLiteWriter:
     def _connect(self) -> sqlite3.Connection:
         connection = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
         try:
-            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute(WAL)
             connection.execute(f"PRAGMA synchronous={self.synchronous.upper()}")
         except BaseException:
             connection.close()
@@ -241,14 +246,14 @@ class SQLiteWriter:
     def _write(self, connection: sqlite3.Connection, batch: list[_Request]) -> list[Outcome]:
         """One transaction for ``batch``; if it cannot commit, one for each member."""
         try:
-            connection.execute("BEGIN IMMEDIATE")
+            connection.execute(_BEGIN)
         except sqlite3.Error as error:  # nothing ran: every member meets the same lock
-            return [_wrapped(error, "BEGIN IMMEDIATE") for _ in batch]
+            return [_wrapped(error, _BEGIN) for _ in batch]
         try:
             outcomes = [self._upsert_one(connection, request) for request in batch]
             if self.before_commit is not None:
                 self.before_commit(connection, [request.snapshot for request in batch])
-            connection.execute("COMMIT")
+            connection.commit()
         except BaseException as error:
             _roll_back(connection)
             if len(batch) == 1:
@@ -260,79 +265,19 @@ class SQLiteWriter:
     def _upsert_one(self, connection: sqlite3.Connection, request: _Request) -> Outcome:
         """The conditional upsert of one member; its error, if only its statement failed."""
         try:
-            if connection.execute(self.upsert_sql, request.row).fetchall():
-                return UpsertResult(applied=True, current=request.snapshot)
-            found = connection.execute(self.select_sql, request.row[:1]).fetchone()
+            found = connection.execute(self.compiled.sql, request.row).fetchone()
         except Exception as error:
             if not connection.in_transaction:  # SQLite rolled the whole transaction back
                 raise _TransactionLost from error
-            return _wrapped(error, self.upsert_sql)  # only this statement was undone
-        current = None if found is None else _snapshot(found)
-        if current is None or not is_stale(request.snapshot, current):
-            return LostRace(f"the snapshot of {request.snapshot.account_id!r} changed")
-        return UpsertResult(applied=False, current=current)
-
-
-def _statements(table: Table | str) -> tuple[str, str]:
-    """The conditional upsert and the read of one row, for ``table`` (a name or a Table)."""
-    preparer = sqlite.dialect().identifier_preparer
-    name = preparer.format_table(table) if isinstance(table, Table) else preparer.quote(table)
-    columns = ", ".join(_COLUMNS)
-    updates = ", ".join(f"{column} = excluded.{column}" for column in _COLUMNS[1:])
-    not_stale = (
-        f"{name}.strategy_version < excluded.strategy_version"
-        f" OR ({name}.strategy_version = excluded.strategy_version"
-        f" AND {name}.strategy_synced_at <= excluded.strategy_synced_at)"
-    )
-    upsert = (
-        f"INSERT INTO {name} ({columns}) VALUES ({', '.join('?' * len(_COLUMNS))})"
-        f" ON CONFLICT (account_id) DO UPDATE SET {updates} WHERE {not_stale}"
-        " RETURNING strategy_version"
-    )
-    select = f"SELECT {columns} FROM {name} WHERE account_id = ?"
-    return upsert, select
-
-
-def _row(snapshot: Snapshot) -> Row:
-    """``snapshot`` as the SQLAlchemy table stores it on SQLite, in ``_COLUMNS`` order."""
-    instant = snapshot.strategy_synced_at.astimezone(_UTC).replace(tzinfo=None)
-    skills = snapshot.active_skills
-    return (
-        snapshot.account_id,
-        snapshot.ugc_account_id,
-        snapshot.snapshot_id,
-        snapshot.strategy_version,
-        snapshot.content_hash,
-        instant.isoformat(" ", "microseconds"),
-        snapshot.stage,
-        snapshot.active_action,
-        None if skills is None else json_text(list(skills)),
-        json_text(snapshot.personality),
-    )
-
-
-def _snapshot(row: Row) -> Snapshot:
-    """The snapshot a row (in ``_COLUMNS`` order) stores."""
-    account_id, ugc_account_id, snapshot_id, version, content_hash, synced_at = row[:6]
-    stage, active_action, skills, personality = row[6:]
-    return Snapshot(
-        account_id=account_id,
-        ugc_account_id=ugc_account_id,
-        snapshot_id=snapshot_id,
-        strategy_version=int(version),
-        content_hash=content_hash,
-        strategy_synced_at=datetime.fromisoformat(synced_at).replace(tzinfo=_UTC),
-        stage=stage,
-        active_action=active_action,
-        active_skills=None if skills is None else tuple(json.loads(skills)),
-        personality=json.loads(personality),
-    )
+            return _wrapped(error, self.compiled.sql)  # only this statement was undone
+        row = None if found is None else self.compiled.row(found)
+        return self.statement.answer(request.snapshot, row)
 
 
 def _roll_back(connection: sqlite3.Connection) -> None:
     if connection.in_transaction:
         with contextlib.suppress(sqlite3.Error):  # the transaction is gone either way
-            connection.execute("ROLLBACK")
+            connection.rollback()
 
 
 def _wrapped(error: BaseException, statement: str) -> BaseException:

@@ -2,31 +2,25 @@
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Awaitable, Callable
-from contextlib import AbstractContextManager, nullcontext
-from functools import partial
-from typing import Any, TypeVar
+from typing import Any
 
-import anyio
 from sqlalchemy import URL, MetaData, Table, inspect, make_url
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.schema import CreateTable
 
 from runtime_snapshot_mount import Snapshot, UpsertResult, hookimpl
 
-from .asyncpg_upsert import AsyncpgUpsert, connect_options
+from .driver import EXECUTIONS, Execution, runs_on
 from .engines import AnyEngine, EngineRunner, create_store_engine, retry_transient
-from .schema import DEFAULT_TABLE_NAME, check_table, snapshot_from_row, snapshot_table
+from .executors import DriverExecutor, EngineExecutor, Executor, WriterExecutor
+from .schema import DEFAULT_TABLE_NAME, check_table, snapshot_table
 from .sqlite_writer import SQLiteWriter, writer_for_url
-from .upserts import UPSERTS, Upsert, UpsertName, choose_upsert, select_current
+from .upserts import UPSERTS, UpsertName
 
-__all__ = ["DEFAULT_ATTEMPTS", "DEFAULT_RETRY_DEADLINE", "SQLAlchemyStore"]
+__all__ = ["DEFAULT_ATTEMPTS", "DEFAULT_RETRY_DEADLINE", "EXECUTIONS", "SQLAlchemyStore"]
 
 DEFAULT_ATTEMPTS = 5
 DEFAULT_RETRY_DEADLINE = 2.0
-T = TypeVar("T")
 
 
 class SQLAlchemyStore:
@@ -52,11 +46,15 @@ class SQLAlchemyStore:
     UPSERTS`): ``"auto"`` picks the dialect's own; ``"locking"`` (``SELECT ... FOR UPDATE``,
     then ``INSERT`` or ``UPDATE``) works wherever rows can be locked.
 
-    Made from a ``postgresql+asyncpg://`` URL with ``upsert="auto"``, the store also owns an
-    asyncpg pool (see :mod:`~runtime_snapshot_mount_sqlalchemy.asyncpg_upsert`), on which
-    its upserts and reads run as single asyncpg calls; its engine then serves only
-    :meth:`store_create_tables`. A host's engine, of any driver, runs every statement
-    through SQLAlchemy, so the host's pool settings, events and logging apply.
+    ``execution`` says how statements run. ``"driver"`` (the default): on an
+    ``AsyncEngine`` on asyncpg -- the host's or one made from a ``postgresql+asyncpg://``
+    URL -- or a synchronous ``Engine`` on psycopg (in worker threads), the upsert and the
+    read are compiled once and run on the raw driver connections of that engine's own pool
+    (see :mod:`~runtime_snapshot_mount_sqlalchemy.driver`): the
+    pool's size and limits hold, but SQLAlchemy's execution events do not see these
+    statements (``echo`` does not log them, ``before_cursor_execute`` listeners are not
+    called). ``"sqlalchemy"`` runs every statement through SQLAlchemy's ``Connection``, where
+    events and logging apply; every other engine always does.
 
     Made from a ``sqlite:///FILE`` URL (the command line's default store), the store's upserts
     go through a :class:`~runtime_snapshot_mount_sqlalchemy.sqlite_writer.SQLiteWriter`: one
@@ -78,6 +76,7 @@ class SQLAlchemyStore:
         upsert: UpsertName = "auto",
         writer: SQLiteWriter | None = None,
         retry_deadline: float | None = DEFAULT_RETRY_DEADLINE,
+        execution: Execution = "driver",
     ) -> None:
         if attempts < 1:
             raise ValueError("attempts must be at least 1")
@@ -85,6 +84,8 @@ class SQLAlchemyStore:
             raise ValueError(f"upsert must be one of {', '.join(UPSERTS)}, not {upsert!r}")
         if retry_deadline is not None and not retry_deadline > 0:  # NaN too
             raise ValueError("retry_deadline must be a positive number of seconds, or None")
+        if execution not in EXECUTIONS:
+            raise ValueError(f"execution must be one of {', '.join(EXECUTIONS)}")
         self.table = (
             check_table(table) if table is not None else snapshot_table(MetaData(), table_name)
         )
@@ -93,29 +94,28 @@ class SQLAlchemyStore:
             engine, url_writer = writer_for_url(engine, self.table)
             writer = writer or url_writer
         self.writer = writer
-        self.engine = create_store_engine(engine) if isinstance(engine, str | URL) else engine
+        if isinstance(engine, str | URL):
+            engine = create_store_engine(engine, **_own_engine_options(engine, upsert, execution))
+        self.engine = engine
         self.attempts = attempts
         self.upsert = upsert
+        self.execution = execution
         sqlite = self.engine.dialect.name == "sqlite"
         self.retry_deadline = None if sqlite else retry_deadline
         self._attempts = attempts if self.retry_deadline is None else None
         self._runner = EngineRunner(self.engine)
-        self._select = select_current(self.table)
-        self._upsert: Upsert | None = None
-        # SQLite has one writer at a time: this process's upserts take turns on a lock (a
-        # thread lock around the transaction in the worker threads of a sync engine, a task
-        # lock for an async one) rather than in SQLite's busy handler, which polls with
-        # sleeps of up to 100 ms; writers in other processes still meet the busy timeout.
-        asynchronous = isinstance(self.engine, AsyncEngine)
-        self._writing_task = anyio.Lock() if sqlite and asynchronous else None
-        self._writing_thread: AbstractContextManager[Any] = (
-            threading.Lock() if sqlite and not asynchronous else nullcontext()
-        )
-        self.asyncpg: AsyncpgUpsert | None = None
-        if isinstance(engine, str | URL) and upsert == "auto":
-            url = make_url(engine)
-            if (url.get_backend_name(), url.get_driver_name()) == ("postgresql", "asyncpg"):
-                self.asyncpg = AsyncpgUpsert(self.table, connect_options(url))
+        self.executor = self._executor()
+
+    def _executor(self) -> Executor:
+        """Where the statements run, chosen once (see :mod:`.executors`)."""
+        engine = self.engine
+        executor: Executor = EngineExecutor(engine, self.table, self.upsert)
+        fast = self.execution == "driver" and self.upsert == "auto"
+        if fast and runs_on(engine, owned=self.owns_engine):
+            executor = DriverExecutor(engine, self.table, owned=self.owns_engine)
+        if self.writer is not None:
+            return WriterExecutor(self.writer, executor)
+        return executor
 
     def __repr__(self) -> str:
         url = self.engine.url.render_as_string(hide_password=True)
@@ -124,26 +124,18 @@ class SQLAlchemyStore:
     @hookimpl
     async def store_upsert(self, snapshot: Snapshot) -> UpsertResult:
         """Apply ``snapshot`` unless a later one is stored, atomically (see ``upserts``)."""
-        if self.writer is not None:
-            return await retry_transient(partial(self.writer.upsert, snapshot), self._attempts)
-        if self.asyncpg is not None:
-            upsert = partial(self.asyncpg.upsert, snapshot)
-            return await retry_transient(upsert, self._attempts, deadline=self.retry_deadline)
-        work = partial(self._upsert_on, snapshot)
-        attempt = partial(self._runner.run, work)
-        if self._writing_task is not None:
-            attempt = partial(_in_turn, self._writing_task, attempt)
-        return await retry_transient(attempt, self._attempts, deadline=self.retry_deadline)
+        upsert = self.executor.upsert
+        return await retry_transient(
+            lambda: upsert(snapshot), self._attempts, deadline=self.retry_deadline
+        )
 
     @hookimpl
     async def store_get(self, account_id: str) -> Snapshot | None:
         """The snapshot stored for ``account_id``, or ``None``."""
-        if self.asyncpg is not None:
-            read = partial(self.asyncpg.get, account_id)
-            return await retry_transient(read, self._attempts, deadline=self.retry_deadline)
-        work = partial(self._read_on, account_id)
-        attempt = partial(self._runner.run, work)
-        return await retry_transient(attempt, self._attempts, deadline=self.retry_deadline)
+        get = self.executor.get
+        return await retry_transient(
+            lambda: get(account_id), self._attempts, deadline=self.retry_deadline
+        )
 
     @hookimpl
     async def store_create_tables(self) -> None:
@@ -153,27 +145,12 @@ class SQLAlchemyStore:
 
     @hookimpl
     async def store_close(self) -> None:
-        """Stop the SQLite writer (it answers its queued upserts first) and close the
-        asyncpg pool, if the store has them, and dispose of the engine if the store made it;
-        a host's engine is the host's."""
+        """Stop the SQLite writer (it answers its queued upserts first), if the store has one,
+        and dispose of the engine if the store made it; a host's engine is the host's."""
         if self.writer is not None:
             await self.writer.close()
-        if self.asyncpg is not None:
-            await self.asyncpg.close()
         if self.owns_engine:
             await self._runner.dispose()
-
-    def _upsert_on(self, snapshot: Snapshot, connection: Connection) -> UpsertResult:
-        if self._upsert is None:  # chosen once connected, when the server version is known
-            self._upsert = choose_upsert(connection.dialect, self.table, self.upsert)
-        with self._writing_thread:
-            return self._upsert(connection, snapshot)
-
-    def _read_on(self, account_id: str, connection: Connection) -> Snapshot | None:
-        _single_statement(connection)
-        key = {"account_id": account_id}
-        row = connection.execute(self._select, key).mappings().first()
-        return None if row is None else snapshot_from_row(row)
 
     def _create_table_on(self, connection: Connection) -> None:
         """Create the table unless it exists: looked up first, so that no driver reports the
@@ -185,13 +162,13 @@ class SQLAlchemyStore:
             connection.execute(CreateTable(self.table, if_not_exists=True))
 
 
-async def _in_turn(lock: anyio.Lock, attempt: Callable[[], Awaitable[T]]) -> T:
-    async with lock:
-        return await attempt()
-
-
-def _single_statement(connection: Connection) -> None:
-    """Let one ``SELECT`` on PostgreSQL run in autocommit mode: it reads a consistent row by
-    itself, and spares the ``BEGIN`` and ``ROLLBACK`` round trips of a transaction."""
-    if connection.dialect.name == "postgresql":
-        connection.execution_options(isolation_level="AUTOCOMMIT")
+def _own_engine_options(url: str | URL, upsert: UpsertName, execution: Execution) -> dict[str, Any]:
+    """The options of the engine a store makes from ``url``. On asyncmy, whose statements
+    then run in autocommit mode on the driver's connections (see :mod:`.driver`), the pool
+    takes a connection back without a ``ROLLBACK`` round trip: every statement there
+    commits by itself, and a SQLAlchemy transaction still ends itself when its connection
+    closes."""
+    fast = upsert == "auto" and execution == "driver"
+    if fast and make_url(url).get_driver_name() == "asyncmy":
+        return {"pool_reset_on_return": None}
+    return {}

@@ -1,26 +1,28 @@
 """The atomic upsert, one statement per request where the dialect allows it.
 
-Every strategy is a callable ``(connection, snapshot) -> UpsertResult`` built once per table
-(statements are prebuilt, so each request only binds parameters and hits SQLAlchemy's
-compiled cache). :func:`choose_upsert` picks one for a dialect:
+Each statement is written here once, as SQLAlchemy Core, and every executor runs that same
+statement (a SQLAlchemy ``Connection``; its compiled form on a driver's own connection, see
+:mod:`.compiled`; the SQLite writer):
 
-* PostgreSQL -- :class:`AnsweringUpsert`: the ``ON CONFLICT`` upsert below in a ``WITH``
-  clause, whose main query brings back the stored row when the upsert was ignored: one
-  statement either way.
-* SQLite -- :class:`OnConflictUpsert`: ``INSERT ... ON CONFLICT (account_id) DO UPDATE SET
-  ... WHERE <not stale> RETURNING strategy_version``. A returned row means applied: one
-  statement. No row means the ``WHERE`` kept a later snapshot, which one more ``SELECT``
-  reads.
-* MariaDB 10.5+ -- :class:`DuplicateKeyUpsert` with ``RETURNING``; MySQL -- without it, then
-  reading the row back while the transaction still holds its lock.
+* PostgreSQL and SQLite -- :func:`on_conflict`: ``INSERT ... ON CONFLICT (account_id) DO
+  UPDATE SET ... WHERE <not stale> RETURNING account_id``. A returned row means applied; no
+  row means the ``WHERE`` kept a later snapshot. Either way one statement: the later
+  snapshot is not read back (``UpsertResult.current`` is then ``None``).
+* MariaDB 10.5+ -- :func:`duplicate_key`: ``INSERT ... ON DUPLICATE KEY UPDATE`` with
+  conditional assignments, ``RETURNING`` the row as stored after it: one statement.
+* MySQL (no ``RETURNING``) -- :class:`DuplicateKeyUpsert`: the same statement, then reading
+  the row back while the transaction still holds its lock.
 * Anything else -- :class:`LockingUpsert`: ``SELECT ... FOR UPDATE``, then ``INSERT`` or
   ``UPDATE``, in one transaction.
 
-``SQLAlchemyStore(..., upsert=NAME)`` forces one of them by its name in :data:`UPSERTS`.
+:func:`select_current` is the read. ``SQLAlchemyStore(..., upsert=NAME)`` forces one
+strategy by its name in :data:`UPSERTS`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from sqlalchemy import (
@@ -30,17 +32,15 @@ from sqlalchemy import (
     bindparam,
     case,
     exc,
-    func,
     insert,
-    literal_column,
     or_,
     select,
     update,
 )
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import Connection, Dialect
-from sqlalchemy.sql import Executable
 from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.expression import UpdateBase
 
 from runtime_snapshot_mount import Snapshot, UpsertResult, is_stale
 
@@ -49,14 +49,16 @@ from .schema import COLUMNS, snapshot_from_row, snapshot_values
 
 __all__ = [
     "UPSERTS",
-    "AnsweringUpsert",
     "DuplicateKeyUpsert",
     "LockingUpsert",
-    "OnConflictUpsert",
+    "OneStatement",
+    "StatementUpsert",
     "Upsert",
     "UpsertName",
     "choose_upsert",
-    "read_ignored",
+    "duplicate_key",
+    "on_conflict",
+    "one_statement",
     "select_current",
 ]
 
@@ -82,20 +84,17 @@ class Upsert(Protocol):
 
 def choose_upsert(dialect: Dialect, table: Table, name: UpsertName = "auto") -> Upsert:
     """The upsert called ``name`` (see :data:`UPSERTS`), or with ``"auto"`` the one for
-    ``dialect``; chosen once the dialect has connected, so that MariaDB's ``RETURNING`` is
-    known."""
+    ``dialect``, run on a SQLAlchemy ``Connection``; chosen once the dialect has connected,
+    so that MariaDB's ``RETURNING`` is known."""
+    if name == "on-conflict" and dialect.name not in ("postgresql", "sqlite"):
+        raise ValueError(f"{dialect.name} has no INSERT ... ON CONFLICT")
     if name == "locking":
         return LockingUpsert(table)
-    if name == "duplicate-key-read-back":
-        return DuplicateKeyUpsert(table, returning=False)
-    if name == "duplicate-key" or (name == "auto" and dialect.name in ("mysql", "mariadb")):
-        return DuplicateKeyUpsert(table, returning=dialect.insert_returning)
-    if dialect.name == "postgresql":
-        return AnsweringUpsert(table)
-    if dialect.name == "sqlite":
-        return OnConflictUpsert(table)
-    if name == "on-conflict":
-        raise ValueError(f"{dialect.name} has no INSERT ... ON CONFLICT")
+    single = one_statement(dialect, table, name)
+    if single is not None:
+        return StatementUpsert(single, autocommit=dialect.name != "sqlite")
+    if name != "auto" or dialect.name in ("mysql", "mariadb"):  # the duplicate-key ones
+        return DuplicateKeyUpsert(table)
     return LockingUpsert(table)
 
 
@@ -119,22 +118,6 @@ def _not_stale(
     )
 
 
-def read_ignored(
-    connection: Connection, statement: Select[Any], snapshot: Snapshot
-) -> UpsertResult:
-    """The answer for an incoming snapshot that a later stored one kept out.
-
-    Stored snapshots only ever get later, so whatever this reads is later still, even
-    outside the upsert's transaction; a row that vanished means someone deleted it, and the
-    upsert is tried again.
-    """
-    row = connection.execute(statement, {"account_id": snapshot.account_id}).mappings().first()
-    current = None if row is None else snapshot_from_row(row)
-    if current is None or not is_stale(snapshot, current):
-        raise LostRace(f"the snapshot of {snapshot.account_id!r} changed while it was read")
-    return UpsertResult(applied=False, current=current)
-
-
 def _result_from_row(snapshot: Snapshot, row: Any) -> UpsertResult:
     """Judge from the row as stored after the write: it holds ``snapshot``'s
     ``(version, instant)`` exactly when ``snapshot`` was applied; otherwise it is later."""
@@ -144,119 +127,118 @@ def _result_from_row(snapshot: Snapshot, row: Any) -> UpsertResult:
     return UpsertResult(applied=False, current=current)
 
 
-class OnConflictUpsert:
-    """SQLite: ``INSERT ... ON CONFLICT DO UPDATE ... WHERE <not stale> RETURNING``.
+@dataclass(frozen=True)
+class OneStatement:
+    """An upsert that is one atomic statement, and how to read its answer.
 
-    It runs in a transaction that the write opens, so SQLite takes its write lock first and
-    the busy timeout applies.
+    ``statement`` binds the snapshot's columns by name (:func:`snapshot_values`); ``answer``
+    turns the row it returned (a mapping, or ``None`` for no row) into the
+    :class:`UpsertResult`. Every executor runs this same statement: SQLAlchemy's
+    ``Connection``, or its compiled form on a driver's connection.
     """
 
-    def __init__(self, table: Table) -> None:
-        statement = sqlite.insert(table)
-        excluded = statement.excluded
-        self.statement = statement.on_conflict_do_update(
-            index_elements=[table.c.account_id],
-            set_={name: excluded[name] for name in _UPDATED},
-            where=_not_stale(table.c, excluded.strategy_version, excluded.strategy_synced_at),
-        ).returning(table.c.strategy_version)
-        self.select = select_current(table)
-
-    def __call__(self, connection: Connection, snapshot: Snapshot) -> UpsertResult:
-        """One statement when applied; a second (``SELECT``) when ignored."""
-        with connection.begin():
-            if connection.execute(self.statement, snapshot_values(snapshot)).first():
-                return UpsertResult(applied=True, current=snapshot)
-            return read_ignored(connection, self.select, snapshot)
+    statement: UpdateBase
+    answer: Callable[[Snapshot, Mapping[Any, Any] | None], UpsertResult]
 
 
-class AnsweringUpsert:
-    """PostgreSQL: the ``ON CONFLICT`` upsert that also answers when it was ignored.
+def _values(table: Table) -> dict[str, Any]:
+    """A bind parameter per snapshot column, named after it and of its type."""
+    return {name: bindparam(name, type_=table.c[name].type) for name in COLUMNS}
 
-    ::
 
-        WITH written AS (INSERT ... ON CONFLICT (account_id) DO UPDATE SET ...
-                         WHERE <not stale> RETURNING account_id)
-        SELECT w.applied, stored.<columns>
-        FROM (SELECT count(*) AS applied FROM written) AS w
-        LEFT OUTER JOIN <table> AS stored ON stored.account_id = :account_id AND w.applied = 0
+def _returned_key(snapshot: Snapshot, row: Mapping[Any, Any] | None) -> UpsertResult:
+    """``RETURNING account_id``: a row when written, none when the ``WHERE`` kept a later
+    snapshot (which is not read: see ``UpsertResult``)."""
+    return UpsertResult(applied=row is not None, current=snapshot if row is not None else None)
 
-    One row always comes back: ``applied`` 1, or 0 with the stored row. That row is read in
-    the statement's snapshot, which can predate the later row that kept this one out (one
-    committed meanwhile by a concurrent writer), so a row that does not justify the ignore
-    (missing, or not later than the incoming snapshot) is read again, in a statement of its
-    own. It runs in autocommit mode: a single statement is atomic by itself, and no
-    ``BEGIN``/``COMMIT`` round trips are spent.
+
+def on_conflict(table: Table, dialect_name: str) -> OneStatement:
+    """PostgreSQL and SQLite: ``INSERT ... ON CONFLICT (account_id) DO UPDATE SET ...
+    WHERE <not stale> RETURNING account_id``."""
+    dialect_insert = postgresql.insert if dialect_name == "postgresql" else sqlite.insert
+    statement = dialect_insert(table).values(_values(table))
+    excluded = statement.excluded
+    upsert = statement.on_conflict_do_update(
+        index_elements=[table.c.account_id],
+        set_={name: excluded[name] for name in _UPDATED},
+        where=_not_stale(table.c, excluded.strategy_version, excluded.strategy_synced_at),
+    ).returning(table.c.account_id)
+    return OneStatement(upsert, _returned_key)
+
+
+def duplicate_key(table: Table, *, returning: bool = True) -> OneStatement:
+    """MySQL and MariaDB: ``INSERT ... ON DUPLICATE KEY UPDATE`` with conditional assignments,
+    ``RETURNING`` the row as stored after it (MariaDB 10.5+; see :class:`DuplicateKeyUpsert`)."""
+    statement = mysql.insert(table).values(_values(table))
+    new = statement.inserted
+    not_stale = _not_stale(table.c, new.strategy_version, new.strategy_synced_at)
+    order = [name for name in _UPDATED if name not in _FRESHNESS] + list(_FRESHNESS)
+    upsert = statement.on_duplicate_key_update(
+        [(name, case((not_stale, new[name]), else_=table.c[name])) for name in order]
+    )
+    if returning:
+        return OneStatement(upsert.returning(*(table.c[name] for name in COLUMNS)), _judged)
+    return OneStatement(upsert, _judged)
+
+
+def _judged(snapshot: Snapshot, row: Mapping[Any, Any] | None) -> UpsertResult:
+    if row is None:
+        raise LostRace(f"no row came back for {snapshot.account_id!r}")
+    return _result_from_row(snapshot, row)
+
+
+def one_statement(dialect: Dialect, table: Table, name: UpsertName = "auto") -> OneStatement | None:
+    """The upsert called ``name`` for ``dialect`` if it is one statement; ``None`` for the
+    strategies that take several (MySQL's read-back, the locking fallback)."""
+    if name == "auto" and dialect.name in ("mysql", "mariadb"):
+        return duplicate_key(table) if dialect.insert_returning else None
+    if name == "duplicate-key" and dialect.insert_returning:
+        return duplicate_key(table)
+    if name in ("auto", "on-conflict") and dialect.name in ("postgresql", "sqlite"):
+        return on_conflict(table, dialect.name)
+    return None
+
+
+class StatementUpsert:
+    """Runs a :class:`OneStatement` on a SQLAlchemy ``Connection``.
+
+    On PostgreSQL and MariaDB in autocommit mode: the statement is atomic by itself, and no
+    ``BEGIN``/``COMMIT`` round trips are spent. On SQLite in a transaction that the write
+    opens, so SQLite takes its write lock first and the busy timeout applies.
     """
 
-    def __init__(self, table: Table) -> None:
-        values = {name: bindparam(name, type_=table.c[name].type) for name in COLUMNS}
-        upsert = postgresql.insert(table).values(values)
-        excluded = upsert.excluded
-        written = (
-            upsert.on_conflict_do_update(
-                index_elements=[table.c.account_id],
-                set_={name: excluded[name] for name in _UPDATED},
-                where=_not_stale(table.c, excluded.strategy_version, excluded.strategy_synced_at),
-            )
-            .returning(table.c.account_id)
-            .cte("written")
-        )
-        outcome = select(func.count().label("applied")).select_from(written).subquery("w")
-        stored = table.alias("stored")
-        ignored = outcome.c.applied == literal_column("0")
-        same_account = stored.c.account_id == values["account_id"]
-        joined = outcome.outerjoin(stored, and_(same_account, ignored))
-        self.statement = select(
-            outcome.c.applied, *(stored.c[name] for name in COLUMNS)
-        ).select_from(joined)
-        self.select = select_current(table)
+    def __init__(self, upsert: OneStatement, *, autocommit: bool) -> None:
+        self.upsert = upsert
+        self.autocommit = autocommit
 
     def __call__(self, connection: Connection, snapshot: Snapshot) -> UpsertResult:
-        """One statement, applied or ignored; rarely a second (``SELECT``) when ignored."""
-        connection.execution_options(isolation_level="AUTOCOMMIT")
+        """One statement, applied or ignored."""
+        if self.autocommit:
+            connection.execution_options(isolation_level="AUTOCOMMIT")
         with connection.begin():
-            row = connection.execute(self.statement, snapshot_values(snapshot)).mappings().one()
-            if row["applied"]:
-                return UpsertResult(applied=True, current=snapshot)
-            if row["account_id"] is not None:
-                current = snapshot_from_row(row)
-                if is_stale(snapshot, current):
-                    return UpsertResult(applied=False, current=current)
-            return read_ignored(connection, self.select, snapshot)
+            result = connection.execute(self.upsert.statement, snapshot_values(snapshot))
+            row = result.mappings().first()
+        return self.upsert.answer(snapshot, row)
 
 
 class DuplicateKeyUpsert:
-    """MySQL and MariaDB: ``INSERT ... ON DUPLICATE KEY UPDATE`` with conditional assignments.
+    """MySQL: :func:`duplicate_key` without ``RETURNING``, then a locked read-back.
 
     MySQL assigns left to right, and a later assignment sees the columns already assigned:
     so every column is assigned ``CASE WHEN <not stale> THEN VALUES(col) ELSE col END`` and
-    the two compared columns come last, ``strategy_version`` very last. With ``returning``
-    (MariaDB 10.5+) the statement gives back the row as stored after it, in one round trip;
-    otherwise an existing row that changed (affected rows 2) was applied, and any other
-    outcome is read back with ``SELECT ... FOR UPDATE`` in the same transaction, whose
-    upsert still holds the row's lock.
+    the two compared columns come last, ``strategy_version`` very last. An existing row that
+    changed (affected rows 2) was applied, and any other outcome is read back with ``SELECT
+    ... FOR UPDATE`` in the same transaction, whose upsert still holds the row's lock.
     """
 
-    def __init__(self, table: Table, *, returning: bool) -> None:
-        statement = mysql.insert(table)
-        new = statement.inserted
-        not_stale = _not_stale(table.c, new.strategy_version, new.strategy_synced_at)
-        order = [name for name in _UPDATED if name not in _FRESHNESS] + list(_FRESHNESS)
-        upsert = statement.on_duplicate_key_update(
-            [(name, case((not_stale, new[name]), else_=table.c[name])) for name in order]
-        )
-        self.statement: Executable = (
-            upsert.returning(*(table.c[name] for name in COLUMNS)) if returning else upsert
-        )
-        self.returning = returning
+    def __init__(self, table: Table) -> None:
+        self.statement = duplicate_key(table, returning=False).statement
         self.locking_select = select_current(table).with_for_update()
 
     def __call__(self, connection: Connection, snapshot: Snapshot) -> UpsertResult:
-        """One statement with ``RETURNING`` or an updated row; else a locked read-back."""
+        """The statement, then, unless an existing row changed, the locked read-back."""
         with connection.begin():
             result = connection.execute(self.statement, snapshot_values(snapshot))
-            if self.returning:
-                return _result_from_row(snapshot, result.mappings().one())
             if result.rowcount == 2:  # an existing row changed: only a not-stale write does
                 return UpsertResult(applied=True, current=snapshot)
             key = {"account_id": snapshot.account_id}
