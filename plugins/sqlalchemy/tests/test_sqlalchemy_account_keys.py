@@ -18,6 +18,7 @@ import httpx
 import pytest
 import sqlmodel_typed_host
 from runtime_snapshot_mount_sqlalchemy import SQLAlchemyAccounts, SQLAlchemyStore
+from runtime_snapshot_mount_sqlalchemy.driver import Execution, runs_on
 from runtime_snapshot_mount_sqlalchemy.engines import AnyEngine
 from sqlalchemy import (
     BigInteger,
@@ -87,14 +88,17 @@ def engine_events(engine: AnyEngine) -> Engine:
 
 @dataclass
 class Host:
-    """A host database: its accounts engine (whose statements are counted), a store on the
-    database's snapshot table, and a synchronous engine to seed and inspect it."""
+    """A host database: its accounts engine (whose statements and connection checkouts are
+    counted: the driver path's statements bypass SQLAlchemy's execution events, never its
+    pool), a store on the database's snapshot table, and a synchronous engine to seed and
+    inspect it."""
 
     database: Database
     engine: AnyEngine
     store: SQLAlchemyStore
     admin: Engine
     statements: list[str]
+    checkouts: list[object]
 
     def add(self, table: Any, key: Any, active: bool = True) -> None:
         with self.admin.begin() as connection:
@@ -127,10 +131,11 @@ async def host(database: Database, mode: str) -> AsyncIterator[Host]:
     def count(connection: Any, cursor: Any, statement: str, *rest: Any) -> None:
         statements.append(statement)
 
+    checkouts: list[object] = []
     event.listen(engine_events(engine), "before_cursor_execute", count)
-    yield Host(
-        database, engine, SQLAlchemyStore(store_engine, table=database.table), admin, statements
-    )
+    event.listen(engine_events(engine), "checkout", lambda *args: checkouts.append(args[0]))
+    store = SQLAlchemyStore(store_engine, table=database.table)
+    yield Host(database, engine, store, admin, statements, checkouts)
     await dispose(engine)
     await dispose(store_engine)
     SQLModel.metadata.drop_all(admin, tables=[SQLModelUser.__table__])
@@ -147,17 +152,19 @@ async def send(app: Any, account_id: str, version: int, *, read: bool = False) -
         return await client.post(UPSERT, json=request_body(account_id, version), headers=AUTH)
 
 
-def uuid_host(host: Host, kind: str) -> tuple[Any, uuid.UUID]:
+def uuid_host(host: Host, kind: str, execution: Execution = "driver") -> tuple[Any, uuid.UUID]:
     """The app over the UUID-keyed model ``kind``, and the one active user it holds."""
     if kind == "sqlmodel":
         model = SQLModelUser
         table: Any = model.__table__
         accounts = SQLAlchemyAccounts(
-            host.engine, model, id_column=model.id, active=model.is_active
+            host.engine, model, id_column=model.id, active=model.is_active, execution=execution
         )
     else:
         table = UUID_TABLES[kind]
-        accounts = SQLAlchemyAccounts(host.engine, table, id_column="id", active="is_active")
+        accounts = SQLAlchemyAccounts(
+            host.engine, table, id_column="id", active="is_active", execution=execution
+        )
     user = uuid.uuid4()
     host.add(table, user if kind != "uuid-as-text" else str(user))
     return host.app(accounts), user
@@ -167,18 +174,23 @@ UUID_KINDS = ["uuid", "uuid-as-text", "sqlmodel"]
 
 
 @pytest.mark.parametrize("kind", UUID_KINDS)
+@pytest.mark.parametrize("execution", ["driver", "sqlalchemy"])
 async def test_the_api_pages_id_against_a_uuid_key_is_not_found_without_a_query(
-    host: Host, kind: str
+    host: Host, kind: str, execution: Execution
 ) -> None:
-    app, user = uuid_host(host, kind)
+    app, user = uuid_host(host, kind, execution)
     for not_a_uuid in (API_PAGE_ID, str(user)[:-1], str(user) + "0", "😀" * 32):
         response = await send(app, not_a_uuid, 7)
         assert (response.status_code, response.json()) == (404, NOT_FOUND), not_a_uuid
-    assert host.statements == []
+    assert host.statements == [] and host.checkouts == []  # not even a connection
     response = await send(app, str(user), 7)
     assert response.status_code == 200 and response.json()["status"] == "upserted"
-    [lookup] = host.statements  # on the accounts' engine
-    assert re.search(r"WHERE \w+\.id = ", lookup), lookup  # the key column itself: no cast
+    assert len(host.checkouts) == 1  # the lookup, on the accounts' engine
+    if execution == "sqlalchemy" or not runs_on(host.engine):  # the events see the statement
+        [lookup] = host.statements
+        assert re.search(r"WHERE \w+\.id = ", lookup), lookup  # the key column itself: no cast
+    else:
+        assert host.statements == []  # the driver path bypasses the execution events
 
 
 @pytest.mark.parametrize("kind", UUID_KINDS)
@@ -224,7 +236,7 @@ async def test_integer_keys_take_digits_and_nothing_else(host: Host, kind: str) 
     for not_a_key in ("abc", f"{member}.0", f"{member} ", "0x10", past_the_type, "-" * 3):
         response = await send(app, not_a_key, 7)
         assert (response.status_code, response.json()) == (404, NOT_FOUND), not_a_key
-    assert host.statements == []
+    assert host.statements == [] and host.checkouts == []
 
     spellings = [str(member), f"00{member}", f"+{member}"]
     answers = [await send(app, spelling, 7 + index) for index, spelling in enumerate(spellings)]
@@ -250,7 +262,7 @@ async def test_a_custom_conversion_decides_the_key(host: Host) -> None:
     app = host.app(accounts)
     response = await send(app, handle.replace("a", "ä"), 7)
     assert (response.status_code, response.json()) == (404, NOT_FOUND)
-    assert host.statements == []
+    assert host.statements == [] and host.checkouts == []
     shouted = await send(app, handle.upper(), 7)
     assert shouted.json()["status"] == "upserted" and shouted.json()["account_id"] == handle.upper()
     assert (await send(app, handle, 6)).json()["status"] == "ignored_stale"
