@@ -3,18 +3,32 @@ the access record per request, and the options that change them."""
 
 from __future__ import annotations
 
+import asyncio
+import fcntl
 import io
 import json
 import logging.config
 import os
+import signal
+import socket
+import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from rsm_support import EXAMPLE_REQUEST, UPSERT_URL, free_port, stop, wait_until_listening
+from rsm_support import (
+    EXAMPLE_REQUEST,
+    STARTUP_LIMIT_S,
+    UPSERT_URL,
+    clean_env,
+    free_port,
+    stop,
+    wait_until_listening,
+)
 from standalone_support import COMMAND_SERVE, STORE_URL, lines, loopbound_env, start
 
 from runtime_snapshot_mount import logging_setup
@@ -268,3 +282,75 @@ def test_serve_log_level_warning_hides_uvicorns_info_lines(tmp_path: Path) -> No
     log_lines, _ = serve_and_post(tmp_path, "--log-level", "warning", "--no-access-log")
     assert not any("Application startup complete" in line for line in log_lines)
     assert any("every account id is accepted" in line for line in log_lines)
+
+
+async def post_many(port: int, count: int, in_flight: int) -> list[str]:
+    """Post the example ``count`` times, ``in_flight`` at once; the answers' request ids."""
+    limits = httpx.Limits(max_connections=in_flight)
+    base_url = f"http://127.0.0.1:{port}"
+    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=30) as client:
+        gate = asyncio.Semaphore(in_flight)
+
+        async def post() -> str:
+            async with gate:
+                response = await client.post(UPSERT_URL, json=EXAMPLE_REQUEST, headers=AUTH)
+            assert response.status_code == 200
+            return response.headers["x-request-id"]
+
+        return list(await asyncio.gather(*(post() for _ in range(count))))
+
+
+def test_serve_json_lines_parse_under_concurrency(tmp_path: Path) -> None:
+    port = free_port()
+    command = [*COMMAND_SERVE, "--store", STORE_URL, "--port", str(port), "--api-key", "k"]
+    options = ["--log-format", "json", "--workers", "2"]  # two processes on one output
+    process, log = start([*command, *options], tmp_path, loopbound_env(tmp_path))
+    try:
+        wait_until_listening(process, port, log)
+        ids = asyncio.run(post_many(port, 600, in_flight=48))
+    finally:
+        stop(process)
+    assert process.returncode == 0
+    records = [json.loads(line) for line in lines(log)]  # every line whole, none torn
+    access = [record for record in records if record["logger"] == ACCESS_LOGGER_NAME]
+    assert sorted(record["request_id"] for record in access) == sorted(ids)
+
+
+def test_serve_answers_while_nobody_reads_its_log_and_writes_every_line_on_sigterm(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    command = [*COMMAND_SERVE, "--store", "memory://", "--port", str(port), "--api-key", "k"]
+    process = subprocess.Popen(
+        command, cwd=tmp_path, env=clean_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    assert process.stderr is not None
+    try:
+        wait_until_accepting(port)
+        # far more lines than the pipe holds, and nobody reads it: requests are answered all
+        # the same, and lines wait in the server when SIGTERM comes
+        ids = asyncio.run(post_many(port, 1500, in_flight=16))
+        capacity = fcntl.fcntl(process.stderr.fileno(), fcntl.F_GETPIPE_SZ)
+        process.send_signal(signal.SIGTERM)
+        _, output = process.communicate(timeout=60)
+    finally:
+        stop(process)
+    assert process.returncode == 0
+    assert len(output) > capacity
+    text = output.decode()
+    access = [line for line in text.splitlines() if f" {ACCESS_LOGGER_NAME}: " in line]
+    assert sorted(line.rsplit(" [", 1)[1].rstrip("]") for line in access) == sorted(ids)
+    assert "dropped" not in text
+    assert "Finished server process" in text
+
+
+def wait_until_accepting(port: int) -> None:
+    """Poll the port until it accepts a connection; a bounded loop, not a timed assertion."""
+    deadline = time.monotonic() + STARTUP_LIMIT_S
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    pytest.fail(f"nothing listened on port {port}")

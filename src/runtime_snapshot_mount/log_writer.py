@@ -71,8 +71,8 @@ class BatchWriter:
     own, in the order :meth:`put` got them.
 
     At most ``max_backlog`` bytes wait (or are being written); a chunk that does not fit is
-    dropped and its lines counted, and once everything waiting has been written, the bytes
-    ``report(count)`` returns are written. :meth:`close` writes what waits and stops the
+    dropped and its lines counted, and once everything waiting has been written, the line
+    ``report(count)`` returns is written. :meth:`close` writes what waits and stops the
     thread; :meth:`put` after it writes on the caller's thread. A process forked from this
     one starts a thread of its own on its first :meth:`put`.
     """
@@ -88,9 +88,10 @@ class BatchWriter:
         self._changed = threading.Condition(threading.Lock())
         self._chunks: list[bytes] = []
         self._backlog = 0  # bytes waiting or being written
-        self._dropped = 0  # lines dropped and not yet reported
-        self._closed = False
+        self._dropped = 0  # lines dropped and not reported yet
+        self._failing = False  # the last write failed: the output is gone
         self._stalled = False  # a wait for the output timed out, and nothing was written since
+        self._closed = False
         self._thread = threading.Thread(target=self._run, name="rsm-log-writer", daemon=True)
         self._thread.start()
 
@@ -114,16 +115,20 @@ class BatchWriter:
                 return
         self._write_lines(chunk)
 
+    def _settled(self) -> bool:
+        if not self._thread.is_alive():
+            return True
+        return not self._backlog and (not self._dropped or self._failing)
+
     def flush(self, timeout: float | None = _SHUTDOWN_WAIT_S) -> bool:
-        """Wait until everything put so far (and the report of lines dropped) is written, at
-        most ``timeout`` seconds; returns whether it was."""
+        """Wait until everything put so far, and the report of lines dropped, is written (at
+        most ``timeout`` seconds, none after a wait that timed out until the output takes a
+        line again); returns whether every line was written or reported."""
         with self._changed:
-            done = self._changed.wait_for(
-                lambda: not (self._backlog or self._dropped) or not self._thread.is_alive(),
-                0 if self._stalled else timeout,
+            self._stalled = not self._changed.wait_for(
+                self._settled, 0 if self._stalled else timeout
             )
-            self._stalled = not done
-            return done and not (self._backlog or self._dropped)
+            return not (self._backlog or self._dropped)
 
     def close(self, timeout: float | None = _SHUTDOWN_WAIT_S) -> None:
         """Write what waits (at most ``timeout`` seconds), then stop the thread."""
@@ -144,15 +149,15 @@ class BatchWriter:
             written = self._write_lines(data)
             with self._changed:
                 self._backlog -= len(data)
-                self._stalled = False
+                self._failing, self._stalled = not written, False
                 report = self._dropped if written and not self._chunks else 0
                 self._changed.notify_all()
             if report:
-                text = self._report(report)
+                line = self._report(report)
                 with self._changed:
                     self._dropped -= report
-                    self._chunks.append(text)  # never dropped itself
-                    self._backlog += len(text)
+                    self._chunks.append(line)  # never dropped itself
+                    self._backlog += len(line)
 
     def _write_lines(self, data: bytes) -> bool:
         """Write ``data`` in pieces of at most ``PIPE_BUF`` bytes cut after a line (a longer
