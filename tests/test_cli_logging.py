@@ -184,8 +184,12 @@ def test_a_hosts_handler_on_the_access_logger_gets_the_record_too(
 ) -> None:
     logging_setup.configure(stream=stream)
     host: list[logging.LogRecord] = []
-    handler = logging.Handler()
-    handler.emit = host.append  # type: ignore[method-assign]
+
+    class HostHandler(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            host.append(record)
+
+    handler = HostHandler()
     access = logging.getLogger(ACCESS_LOGGER_NAME)
     access.addHandler(handler)
     try:
