@@ -10,10 +10,8 @@ import json
 import logging.config
 import os
 import signal
-import socket
 import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +20,6 @@ import httpx
 import pytest
 from rsm_support import (
     EXAMPLE_REQUEST,
-    STARTUP_LIMIT_S,
     UPSERT_URL,
     clean_env,
     free_port,
@@ -330,7 +327,9 @@ def test_serve_answers_while_nobody_reads_its_log_and_writes_every_line_on_sigte
     )
     assert process.stderr is not None
     try:
-        wait_until_accepting(port)
+        unread = tmp_path / "the log is in the unread pipe"
+        unread.touch()
+        wait_until_listening(process, port, unread)
         # far more lines than the pipe holds, and nobody reads it: requests are answered all
         # the same, and lines wait in the server when SIGTERM comes
         ids = asyncio.run(post_many(port, 1500, in_flight=16))
@@ -346,15 +345,3 @@ def test_serve_answers_while_nobody_reads_its_log_and_writes_every_line_on_sigte
     assert sorted(line.rsplit(" [", 1)[1].rstrip("]") for line in access) == sorted(ids)
     assert "dropped" not in text
     assert "Finished server process" in text
-
-
-def wait_until_accepting(port: int) -> None:
-    """Poll the port until it accepts a connection; a bounded loop, not a timed assertion."""
-    deadline = time.monotonic() + STARTUP_LIMIT_S
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    pytest.fail(f"nothing listened on port {port}")
