@@ -3,9 +3,14 @@ the access record per request, and the options that change them."""
 
 from __future__ import annotations
 
+import asyncio
+import fcntl
 import io
 import json
 import logging.config
+import os
+import signal
+import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,11 +18,19 @@ from typing import Any
 
 import httpx
 import pytest
-from rsm_support import EXAMPLE_REQUEST, UPSERT_URL, free_port, stop, wait_until_listening
+from rsm_support import (
+    EXAMPLE_REQUEST,
+    UPSERT_URL,
+    clean_env,
+    free_port,
+    stop,
+    wait_until_listening,
+)
 from standalone_support import COMMAND_SERVE, STORE_URL, lines, loopbound_env, start
 
 from runtime_snapshot_mount import logging_setup
-from runtime_snapshot_mount.logging_setup import ACCESS_LOGGER_NAME, DeferredQueueHandler
+from runtime_snapshot_mount.log_writer import BatchedLineHandler
+from runtime_snapshot_mount.logging_setup import ACCESS_LOGGER_NAME
 from runtime_snapshot_mount.operations import bind_request_id, log_access, unbind_request_id
 
 AUTH = {"Authorization": "Bearer k"}
@@ -30,6 +43,7 @@ ACCESS = {
     "request_id": "req-1",
 }
 SCOPE = {"type": "http", "method": "POST", "path": UPSERT_URL, "root_path": ""}
+NAMES = ["runtime_snapshot_mount", ACCESS_LOGGER_NAME, "uvicorn", "uvicorn.error", "uvicorn.access"]
 
 
 def access_record() -> None:
@@ -43,22 +57,23 @@ def access_record() -> None:
 
 @pytest.fixture
 def stream() -> Iterator[io.StringIO]:
-    """Logging configured onto a string buffer; restored afterwards."""
-    names = ["runtime_snapshot_mount", ACCESS_LOGGER_NAME, "uvicorn.error", "uvicorn.access"]
-    saved = [(logging.getLogger(n).handlers[:], logging.getLogger(n).level) for n in names]
-    propagate = [logging.getLogger(n).propagate for n in names]
+    """Logging configured onto a string buffer; the loggers restored, and the handlers the
+    test's set-up made closed, afterwards."""
+    loggers = [logging.getLogger(name) for name in NAMES]
+    saved = [(logger.handlers[:], logger.level, logger.propagate) for logger in loggers]
     logging.getLogger("uvicorn.error").handlers = [logging.NullHandler()]
     buffer = io.StringIO()
     yield buffer
-    logging_setup.write_directly()
-    for name, (handlers, level), flag in zip(names, saved, propagate, strict=True):
-        logger = logging.getLogger(name)
-        logger.handlers, logger.propagate = handlers, flag
+    for logger, (handlers, level, propagate) in zip(loggers, saved, strict=True):
+        for handler in logger.handlers:
+            if isinstance(handler, BatchedLineHandler):
+                handler.close()
+        logger.handlers, logger.propagate = handlers, propagate
         logger.setLevel(level)
 
 
 def written(buffer: io.StringIO) -> list[str]:
-    logging_setup.write_directly()  # waits for the writer thread to write everything queued
+    logging_setup.flush()  # waits for the writer thread to write everything waiting
     return buffer.getvalue().splitlines()
 
 
@@ -111,9 +126,7 @@ def test_the_log_level_filters_everything_but_the_access_log(stream: io.StringIO
     assert "200 applied" in line
 
 
-def test_records_are_written_by_the_listener_thread_not_the_caller(
-    stream: io.StringIO,
-) -> None:
+def test_lines_are_written_by_the_writer_thread_not_the_caller(stream: io.StringIO) -> None:
     writers: list[str] = []
 
     class Recording(io.StringIO):
@@ -124,13 +137,15 @@ def test_records_are_written_by_the_listener_thread_not_the_caller(
     recording = Recording()
     logging_setup.configure(stream=recording)
     handlers = logging.getLogger("runtime_snapshot_mount").handlers
-    assert [type(handler) for handler in handlers] == [DeferredQueueHandler]
+    assert [type(handler) for handler in handlers] == [BatchedLineHandler]
+    assert logging.getLogger(ACCESS_LOGGER_NAME).handlers == handlers
     logging.getLogger("runtime_snapshot_mount").warning("off the loop")
+    access_record()
     assert "off the loop" in "".join(written(recording))
-    assert writers and threading.main_thread().name not in writers
+    assert writers and threading.current_thread().name not in writers
 
 
-def test_an_exception_is_formatted_by_the_listener(stream: io.StringIO) -> None:
+def test_an_exception_is_formatted_in_full(stream: io.StringIO) -> None:
     logging_setup.configure(log_format="json", stream=stream)
     try:
         raise ValueError("boom")
@@ -140,20 +155,74 @@ def test_an_exception_is_formatted_by_the_listener(stream: io.StringIO) -> None:
     assert "ValueError: boom" in json.loads(line)["exception"]
 
 
-def test_after_write_directly_records_are_still_written(stream: io.StringIO) -> None:
+def test_the_logging_modules_switches_are_left_alone(stream: io.StringIO) -> None:
+    switches = ["logThreads", "logProcesses", "logMultiprocessing", "logAsyncioTasks"]
+    before = {name: getattr(logging, name, None) for name in switches}
     logging_setup.configure(stream=stream)
-    logging_setup.write_directly()
+    assert {name: getattr(logging, name, None) for name in switches} == before
+    # a server's own format (gunicorn's, hypercorn's) that prints the process id still works
+    server = logging.getLogger("test.server")
+    output = io.StringIO()
+    handler = logging.StreamHandler(output)
+    handler.setFormatter(logging.Formatter("[%(process)d] [%(thread)d] %(message)s"))
+    server.addHandler(handler)
+    try:
+        server.warning("Running on http://127.0.0.1:8000")
+    finally:
+        server.removeHandler(handler)
+    assert (
+        output.getvalue()
+        == f"[{os.getpid()}] [{threading.get_ident()}] Running on http://127.0.0.1:8000\n"
+    )
+
+
+def test_a_hosts_handler_on_the_access_logger_gets_the_record_too(
+    stream: io.StringIO,
+) -> None:
+    logging_setup.configure(stream=stream)
+    host: list[logging.LogRecord] = []
+
+    class HostHandler(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            host.append(record)
+
+    handler = HostHandler()
+    access = logging.getLogger(ACCESS_LOGGER_NAME)
+    access.addHandler(handler)
+    try:
+        access_record()
+    finally:
+        access.removeHandler(handler)
+    (record,) = host
+    assert {name: getattr(record, name) for name in ACCESS} == ACCESS
+    (line,) = written(stream)
+    assert line.endswith("200 applied 1.250ms [req-1]")
+
+
+def test_a_level_set_on_the_access_logger_afterwards_applies(stream: io.StringIO) -> None:
+    logging_setup.configure(stream=stream)
+    logging.getLogger(ACCESS_LOGGER_NAME).setLevel(logging.WARNING)
+    access_record()
+    assert written(stream) == []
+
+
+def test_after_close_lines_are_still_written(stream: io.StringIO) -> None:
+    logging_setup.configure(stream=stream)
+    for handler in logging.getLogger("runtime_snapshot_mount").handlers:
+        handler.close()
     logging.getLogger("runtime_snapshot_mount").warning("late")
     assert stream.getvalue().rstrip().endswith("late")
 
 
-def test_uvicorn_log_config_is_a_valid_dict_config(stream: io.StringIO) -> None:
-    config = logging_setup.uvicorn_log_config("warning", "json")
-    logging.config.dictConfig(config)
-    logger = logging.getLogger("uvicorn.error")
-    assert logger.level == logging.WARNING
-    formatter = logger.handlers[0].formatter
-    assert isinstance(formatter, logging_setup.JsonFormatter)
+def test_log_config_is_one_valid_dict_config(stream: io.StringIO) -> None:
+    logging.config.dictConfig(logging_setup.log_config("warning", "json", stream=stream))
+    for name in ("uvicorn.error", "runtime_snapshot_mount"):
+        logger = logging.getLogger(name)
+        assert logger.level == logging.WARNING
+        (handler,) = logger.handlers
+        assert isinstance(handler, BatchedLineHandler)
+        assert isinstance(handler.formatter, logging_setup.JsonFormatter)
+    assert logging.getLogger(ACCESS_LOGGER_NAME).level == logging.INFO
 
 
 # -- the served process -----------------------------------------------------------------
@@ -214,3 +283,65 @@ def test_serve_log_level_warning_hides_uvicorns_info_lines(tmp_path: Path) -> No
     log_lines, _ = serve_and_post(tmp_path, "--log-level", "warning", "--no-access-log")
     assert not any("Application startup complete" in line for line in log_lines)
     assert any("every account id is accepted" in line for line in log_lines)
+
+
+async def post_many(port: int, count: int, in_flight: int) -> list[str]:
+    """Post the example ``count`` times, ``in_flight`` at once; the answers' request ids."""
+    limits = httpx.Limits(max_connections=in_flight)
+    base_url = f"http://127.0.0.1:{port}"
+    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=30) as client:
+        gate = asyncio.Semaphore(in_flight)
+
+        async def post() -> str:
+            async with gate:
+                response = await client.post(UPSERT_URL, json=EXAMPLE_REQUEST, headers=AUTH)
+            assert response.status_code == 200
+            return response.headers["x-request-id"]
+
+        return list(await asyncio.gather(*(post() for _ in range(count))))
+
+
+def test_serve_json_lines_parse_under_concurrency(tmp_path: Path) -> None:
+    port = free_port()
+    command = [*COMMAND_SERVE, "--store", STORE_URL, "--port", str(port), "--api-key", "k"]
+    options = ["--log-format", "json", "--workers", "2"]  # two processes on one output
+    process, log = start([*command, *options], tmp_path, loopbound_env(tmp_path))
+    try:
+        wait_until_listening(process, port, log)
+        ids = asyncio.run(post_many(port, 600, in_flight=48))
+    finally:
+        stop(process)
+    assert process.returncode == 0
+    records = [json.loads(line) for line in lines(log)]  # every line whole, none torn
+    access = [record for record in records if record["logger"] == ACCESS_LOGGER_NAME]
+    assert sorted(record["request_id"] for record in access) == sorted(ids)
+
+
+def test_serve_answers_while_nobody_reads_its_log_and_writes_every_line_on_sigterm(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    command = [*COMMAND_SERVE, "--store", "memory://", "--port", str(port), "--api-key", "k"]
+    process = subprocess.Popen(
+        command, cwd=tmp_path, env=clean_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    assert process.stderr is not None
+    try:
+        unread = tmp_path / "the log is in the unread pipe"
+        unread.touch()
+        wait_until_listening(process, port, unread)
+        # far more lines than the pipe holds, and nobody reads it: requests are answered all
+        # the same, and lines wait in the server when SIGTERM comes
+        ids = asyncio.run(post_many(port, 1500, in_flight=16))
+        capacity = fcntl.fcntl(process.stderr.fileno(), fcntl.F_GETPIPE_SZ)
+        process.send_signal(signal.SIGTERM)
+        _, output = process.communicate(timeout=60)
+    finally:
+        stop(process)
+    assert process.returncode == 0
+    assert len(output) > capacity
+    text = output.decode()
+    access = [line for line in text.splitlines() if f" {ACCESS_LOGGER_NAME}: " in line]
+    assert sorted(line.rsplit(" [", 1)[1].rstrip("]") for line in access) == sorted(ids)
+    assert "dropped" not in text
+    assert "Finished server process" in text

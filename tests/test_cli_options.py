@@ -33,7 +33,7 @@ def recorded(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
     ours = logging.getLogger("runtime_snapshot_mount")
     saved = ours.handlers[:], ours.propagate, ours.level
     yield calls
-    cli.logging_setup.write_directly()
+    cli.logging_setup.flush()
     ours.handlers, ours.propagate = saved[0], saved[1]
     ours.setLevel(saved[2])
 

@@ -338,7 +338,9 @@ def _serve(args: argparse.Namespace) -> int:
         http="auto",
         access_log=False,  # the app writes its own access line (RSM_ACCESS_LOG)
         log_level=settings.log_level,
-        log_config=logging_setup.uvicorn_log_config(settings.log_level, settings.log_format),
+        log_config=logging_setup.log_config(
+            settings.log_level, settings.log_format, settings.access_log
+        ),
         root_path=args.root_path,
         proxy_headers=args.proxy_headers,
         forwarded_allow_ips=args.forwarded_allow_ips,

@@ -1,28 +1,33 @@
-"""Log handling for the standalone server: one format for every line, written off the event loop.
+"""Logging of the standalone server: one format for every line, and one logging set-up.
 
-The request path only puts the record on a queue (:class:`DeferredQueueHandler`); a
-:class:`LineWriter` thread formats every record waiting and writes them in one go. ``text``
-lines read ``TIME LEVEL LOGGER: MESSAGE [REQUEST_ID]``; ``json`` writes one JSON object per
-line for log shippers. :func:`configure` gives the ``runtime_snapshot_mount`` loggers and
-uvicorn's own loggers the same handler, so their formats never mix. Hosts that mount the
-sub-app configure logging themselves and never call this.
+``text`` lines read ``TIME LEVEL LOGGER: MESSAGE [REQUEST_ID]``; ``json`` writes one JSON
+object per line for log shippers. :func:`log_config` is the one ``logging.config.dictConfig``:
+the ``runtime_snapshot_mount`` loggers and uvicorn's own loggers share one
+:class:`~.log_writer.BatchedLineHandler`, so their formats never mix and no line is written
+on the event loop. The access line is formatted from its plain tuple
+(:meth:`TextFormatter.format_access`, :meth:`JsonFormatter.format_access`), exactly as its
+record would be. Nothing here changes the :mod:`logging` module's own switches
+(``logging.logProcesses`` and the like), so a server's own formats keep working. Hosts that
+mount the sub-app configure logging themselves and never call this.
 """
 
 from __future__ import annotations
 
-import atexit
 import json
 import logging
-import queue
-import sys
-import threading
+import logging.config
 import time
-from collections.abc import Iterable
-from datetime import datetime, timezone
-from logging.handlers import QueueHandler
+from collections.abc import Callable, Iterable
 from typing import Any, TextIO
 
-from .operations import ACCESS_LOGGER_NAME, LOGGER_NAME, RequestIdFilter
+from . import log_writer
+from .operations import (
+    ACCESS_FIELDS,
+    ACCESS_LOGGER_NAME,
+    ACCESS_MESSAGE,
+    LOGGER_NAME,
+    AccessLine,
+)
 
 __all__ = [
     "ACCESS_FIELDS",
@@ -30,46 +35,57 @@ __all__ = [
     "LOG_FORMATS",
     "LOG_LEVELS",
     "SERVER_LOGGER_NAMES",
-    "DeferredQueueHandler",
     "JsonFormatter",
-    "LineWriter",
     "TextFormatter",
     "configure",
-    "uvicorn_log_config",
-    "write_directly",
+    "flush",
+    "log_config",
 ]
 
-ACCESS_FIELDS = ("method", "path", "status", "outcome", "duration_ms", "request_id")
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 SERVER_LOGGER_NAMES = ("uvicorn", "uvicorn.error", "uvicorn.access")
 
-_state: dict[str, Any] = {}
+_ENCODER = json.JSONEncoder(ensure_ascii=False, default=str)
+_INFO = logging.getLevelName(logging.INFO)
 
 
 def _extras(record: logging.LogRecord) -> dict[str, Any]:
     return {name: record.__dict__[name] for name in ACCESS_FIELDS if name in record.__dict__}
 
 
+class _Seconds:
+    """``strftime(pattern)`` of a time's whole second, made once per second, not per line."""
+
+    def __init__(self, pattern: str, converter: Callable[[float], time.struct_time]) -> None:
+        self.pattern = pattern
+        self.converter = converter
+        self.last: tuple[int, str] = (-1, "")
+
+    def __call__(self, created: float) -> tuple[str, int]:
+        """The second's text and the milliseconds, as :class:`logging.LogRecord` counts them."""
+        second = int(created)
+        last = self.last
+        if last[0] != second:
+            last = self.last = (second, time.strftime(self.pattern, self.converter(second)))
+        return last[1], int((created - second) * 1000)
+
+
 class TextFormatter(logging.Formatter):
     """``TIME LEVEL LOGGER: MESSAGE [REQUEST_ID]`` (the access record's message reads
-    ``METHOD PATH STATUS OUTCOME DURATIONms``)."""
+    ``METHOD PATH STATUS OUTCOME DURATIONms``); ``TIME`` is local, ``YYYY-MM-DD
+    HH:MM:SS,mmm``, as :class:`logging.Formatter` writes it."""
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
-        self._second = -1
-        self._second_text = ""
+        self._seconds = _Seconds("%Y-%m-%d %H:%M:%S", self.converter)
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        """``YYYY-MM-DD HH:MM:SS,mmm`` in local time, as :class:`logging.Formatter` writes it,
-        with the part before the comma made once per second, not once per line."""
+        """The record's time, with the part before the comma made once per second."""
         if datefmt is not None:
             return super().formatTime(record, datefmt)
-        second = int(record.created)
-        if second != self._second:
-            self._second_text = time.strftime("%Y-%m-%d %H:%M:%S", self.converter(second))
-            self._second = second
-        return f"{self._second_text},{int(record.msecs):03d}"
+        second, milliseconds = self._seconds(record.created)
+        return f"{second},{milliseconds:03d}"
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         line = super().formatMessage(record)
@@ -78,16 +94,40 @@ class TextFormatter(logging.Formatter):
             line += f" [{request_id}]"
         return line
 
+    def format_access(self, line: AccessLine) -> str:
+        """The line :meth:`format` gives the access record of ``line``."""
+        created, method, path, status, outcome, duration_ms, request_id = line
+        second, milliseconds = self._seconds(created)
+        message = ACCESS_MESSAGE % (method, path, status, outcome, duration_ms)
+        text = f"{second},{milliseconds:03d} {_INFO} {ACCESS_LOGGER_NAME}: {message}"
+        return text if request_id == "-" or not request_id else f"{text} [{request_id}]"
+
+
+def _json_access_template() -> str:
+    """The access line of :class:`JsonFormatter` with a ``{}`` for each value."""
+    names = ["time", "level", "logger", "message", *ACCESS_FIELDS]
+    return "{{" + ", ".join(f"{_ENCODER.encode(name)}: {{}}" for name in names) + "}}"
+
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per record: ``time`` (UTC, RFC 3339), ``level``, ``logger``,
     ``message``, the access fields present on the record, and ``exception`` when there is one."""
 
+    _access = _json_access_template()
+    _access_head = (_ENCODER.encode(_INFO.lower()), _ENCODER.encode(ACCESS_LOGGER_NAME))
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._seconds = _Seconds("%Y-%m-%dT%H:%M:%S", time.gmtime)
+
+    def _time(self, created: float) -> str:
+        second, milliseconds = self._seconds(created)
+        return f"{second}.{milliseconds:03d}Z"
+
     def format(self, record: logging.LogRecord) -> str:
         """The record as one line of JSON."""
-        instant = datetime.fromtimestamp(record.created, tz=timezone.utc)
         line: dict[str, Any] = {
-            "time": instant.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "time": self._time(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
@@ -98,84 +138,68 @@ class JsonFormatter(logging.Formatter):
             line["exception"] = self.formatException(record.exc_info)
         elif record.exc_text:
             line["exception"] = record.exc_text
-        return json.dumps(line, ensure_ascii=False, default=str)
+        return _ENCODER.encode(line)
+
+    def format_access(self, line: AccessLine) -> str:
+        """The line :meth:`format` gives the access record of ``line``."""
+        created, method, path, status, outcome, duration_ms, request_id = line
+        encode = _ENCODER.encode
+        message = ACCESS_MESSAGE % (method, path, status, outcome, duration_ms)
+        return self._access.format(
+            f'"{self._time(created)}"',
+            *self._access_head,
+            encode(message),
+            encode(method),
+            encode(path),
+            int(status),
+            encode(outcome),
+            float(duration_ms),
+            encode(request_id),
+        )
 
 
-def _formatter(log_format: str) -> logging.Formatter:
+def _formatter_name(log_format: str) -> str:
     if log_format not in LOG_FORMATS:
         raise ValueError(f"log format must be one of {', '.join(LOG_FORMATS)}")
-    return JsonFormatter() if log_format == "json" else TextFormatter()
+    return f"{__name__}.{'JsonFormatter' if log_format == 'json' else 'TextFormatter'}"
 
 
-class DeferredQueueHandler(QueueHandler):
-    """A :class:`QueueHandler` that leaves the formatting to the listener thread.
+def log_config(
+    level: str = "info",
+    log_format: str = "text",
+    access_log: bool = True,
+    *,
+    server_loggers: Iterable[str] = SERVER_LOGGER_NAMES,
+    stream: TextIO | None = None,
+) -> dict[str, Any]:
+    """The standalone server's ``logging.config.dictConfig``: the ``runtime_snapshot_mount``
+    loggers and the ``server_loggers`` (uvicorn's) write ``log_format`` lines to ``stream``
+    (stderr) through one :class:`~.log_writer.BatchedLineHandler`.
 
-    The stock handler formats the message while enqueuing, on the caller's thread (the
-    event loop); this one only attaches the request id, which must be read in the caller's
-    context. The queue never leaves the process, so the record need not be picklable.
+    ``level`` applies to everything but the access log, which ``access_log`` alone turns on
+    (``INFO`` records on ``runtime_snapshot_mount.access``) or off. ``serve`` gives it to
+    uvicorn as its ``log_config`` (applied before the app is loaded, and in each worker
+    process); :func:`configure` applies it.
     """
-
-    def __init__(self, target: queue.SimpleQueue[Any]) -> None:
-        super().__init__(target)
-        self.addFilter(RequestIdFilter())
-
-    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
-        """The record as it is: the listener formats it."""
-        return record
-
-
-class LineWriter:
-    """The writer thread: takes every record waiting on ``records``, formats them with
-    ``writer``'s formatter and writes them with one ``write`` and one ``flush`` (a line each,
-    one system call for the lot), then rests ``pause`` seconds before it looks again, so that
-    under load it wakes (and takes the interpreter from the event loop) a few dozen times a
-    second, not once per request. :meth:`stop` writes what is left."""
-
-    _STOP = object()
-    pause = 0.02
-
-    def __init__(self, records: queue.SimpleQueue[Any], writer: logging.StreamHandler[Any]) -> None:
-        self.records = records
-        self.writer = writer
-        self.thread = threading.Thread(target=self._run, name="rsm-log-writer", daemon=True)
-
-    def start(self) -> None:
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.records.put(self._STOP)
-        self.thread.join()
-
-    def _run(self) -> None:
-        while True:
-            batch = [self.records.get()]
-            while len(batch) < 4096:
-                try:
-                    batch.append(self.records.get_nowait())
-                except queue.Empty:
-                    break
-            stopping = any(record is self._STOP for record in batch)
-            self._write([record for record in batch if record is not self._STOP])
-            if stopping:
-                return
-            time.sleep(self.pause)
-
-    def _write(self, records: list[logging.LogRecord]) -> None:
-        lines = []
-        for record in records:
-            if self.writer.filter(record):
-                try:
-                    lines.append(self.writer.format(record))
-                except Exception:
-                    self.writer.handleError(record)
-        if lines:
-            stream = self.writer.stream
-            stream.write("\n".join(lines) + "\n")
-            stream.flush()
-
-
-def _loggers(names: Iterable[str]) -> list[logging.Logger]:
-    return [logging.getLogger(name) for name in names]
+    if level.lower() not in LOG_LEVELS:
+        raise ValueError(f"log level must be one of {', '.join(LOG_LEVELS)}")
+    handler = {
+        "()": f"{log_writer.__name__}.{log_writer.BatchedLineHandler.__name__}",
+        "formatter": "lines",
+        "stream": "ext://sys.stderr" if stream is None else stream,
+    }
+    loggers = {name: level.upper() for name in (LOGGER_NAME, *server_loggers)}
+    loggers[ACCESS_LOGGER_NAME] = "INFO" if access_log else "CRITICAL"
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"lines": {"()": _formatter_name(log_format)}},
+        "handlers": {"lines": handler},
+        "loggers": {
+            name: {"handlers": ["lines"], "level": value, "propagate": False}
+            for name, value in loggers.items()
+        },
+    }
 
 
 def configure(
@@ -185,81 +209,29 @@ def configure(
     access_log: bool = True,
     stream: TextIO | None = None,
 ) -> None:
-    """Send the ``runtime_snapshot_mount`` and uvicorn loggers, formatted as ``log_format``,
-    to ``stream`` (stderr) through a queue and one writer thread. A uvicorn logger without
-    handlers (its access log when switched off) is left alone.
+    """Apply :func:`log_config` (``logging.config.dictConfig``), for uvicorn's loggers that
+    have handlers: one without (its access log when switched off, or a logger that passes its
+    records on to ``uvicorn``) is left as it is.
 
-    ``level`` applies to everything but the access log, which ``access_log`` alone turns on
-    (``INFO`` records on ``runtime_snapshot_mount.access``) or off. Calling it again replaces
-    the previous set-up. The listener is stopped, and what it holds written, at exit.
+    Calling it again replaces the previous set-up; the previous handler writes what it holds
+    as ``dictConfig`` closes it. What waits is written at exit (:func:`logging.shutdown`).
     """
-    if level.lower() not in LOG_LEVELS:
-        raise ValueError(f"log level must be one of {', '.join(LOG_LEVELS)}")
-    write_directly()
-    writer = logging.StreamHandler(sys.stderr if stream is None else stream)
-    writer.setFormatter(_formatter(log_format))
-    writer.addFilter(RequestIdFilter())
-    records: queue.SimpleQueue[Any] = queue.SimpleQueue()
-    handler = DeferredQueueHandler(records)
-    listener = LineWriter(records, writer)
-    listener.start()
-    # What each record would otherwise look up on the request path, and no line prints.
-    logging.logThreads = False
-    logging.logProcesses = False
-    logging.logMultiprocessing = False
-    if hasattr(logging, "logAsyncioTasks"):  # Python 3.12+
-        logging.logAsyncioTasks = False
-    if not _state.get("atexit"):
-        atexit.register(write_directly)
-        _state["atexit"] = True
-    _state.update(listener=listener, handler=handler, writer=writer)
-    numeric_level = logging.getLevelName(level.upper())
-    for logger in _loggers(SERVER_LOGGER_NAMES):
-        if logger.handlers:  # one the server switched off (uvicorn's access log) stays off
-            logger.handlers = [handler]
-            logger.setLevel(numeric_level)
-    ours = logging.getLogger(LOGGER_NAME)
-    ours.handlers = [handler]
-    ours.propagate = False
-    ours.setLevel(numeric_level)
-    access = logging.getLogger(ACCESS_LOGGER_NAME)
-    access.handlers = []
-    access.propagate = True
-    access.setLevel(logging.INFO if access_log else logging.CRITICAL + 1)
+    server = [logging.getLogger(name) for name in SERVER_LOGGER_NAMES]
+    config = log_config(
+        level,
+        log_format,
+        access_log,
+        server_loggers=[logger.name for logger in server if logger.handlers],
+        stream=stream,
+    )
+    for logger in server:  # else dictConfig would reset it, as a child of a logger it sets up
+        config["loggers"].setdefault(logger.name, {"propagate": logger.propagate})
+    logging.config.dictConfig(config)
 
 
-def write_directly() -> None:
-    """Stop the writer thread once it has written every queued record, and let the loggers
-    write on the caller's thread from now on (at shutdown, so that no line is lost)."""
-    listener: LineWriter | None = _state.pop("listener", None)
-    handler = _state.pop("handler", None)
-    writer = _state.pop("writer", None)
-    if listener is None:
-        return
-    listener.stop()
-    for logger in _loggers((LOGGER_NAME, *SERVER_LOGGER_NAMES)):
-        logger.handlers = [writer if item is handler else item for item in logger.handlers]
-
-
-def uvicorn_log_config(level: str = "info", log_format: str = "text") -> dict[str, Any]:
-    """A ``logging.config.dictConfig`` for uvicorn's own loggers in the same format, for
-    uvicorn's ``log_config`` (it applies before the app is loaded, and in the parent of the
-    worker processes)."""
-    _formatter(log_format)
-    formatter = f"{__name__}.{'JsonFormatter' if log_format == 'json' else 'TextFormatter'}"
-    return {
-        "version": 1,
-        "disable_existing_loggers": False,
-        "formatters": {"server": {"()": formatter}},
-        "handlers": {
-            "stderr": {
-                "class": "logging.StreamHandler",
-                "formatter": "server",
-                "stream": "ext://sys.stderr",
-            }
-        },
-        "loggers": {
-            name: {"handlers": ["stderr"], "level": level.upper(), "propagate": False}
-            for name in SERVER_LOGGER_NAMES
-        },
-    }
+def flush() -> None:
+    """Write every line waiting in the handlers of the ``runtime_snapshot_mount`` loggers
+    (at shutdown); waits at most a few seconds for an output that is blocked."""
+    for name in (LOGGER_NAME, ACCESS_LOGGER_NAME):
+        for handler in logging.getLogger(name).handlers:
+            handler.flush()

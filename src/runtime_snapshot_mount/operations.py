@@ -16,14 +16,20 @@ import os
 import re
 from collections.abc import Iterator
 from contextvars import ContextVar, Token
+from time import time
 from typing import Any
 
 __all__ = [
+    "ACCESS_FIELDS",
     "ACCESS_LOGGER_NAME",
+    "ACCESS_MESSAGE",
     "LOGGER_NAME",
     "OUTCOMES",
+    "AccessHandler",
+    "AccessLine",
     "Metrics",
     "RequestIdFilter",
+    "access_record",
     "bind_request_id",
     "current_request_id",
     "log_access",
@@ -82,15 +88,62 @@ def request_id_from_header(value: str | None) -> str:
     return new_request_id()
 
 
+ACCESS_FIELDS = ("method", "path", "status", "outcome", "duration_ms", "request_id")
+"""The access record's attributes, in the order an :data:`AccessLine` holds them."""
+ACCESS_MESSAGE = "%s %s %d %s %.3fms"
+"""The access record's message: method, path, status, outcome and duration in milliseconds."""
+
+AccessLine = tuple[float, str, str, int, str, float, str]
+"""One answered request as the access log needs it: the time (``time.time()``), then the
+values of :data:`ACCESS_FIELDS`."""
+
 _access = logging.getLogger(ACCESS_LOGGER_NAME)
 
 
-def log_access(scope: Any, status: int, outcome: str, duration_s: float) -> None:
-    """One access record for an answered request (in the request's logging context).
+class AccessHandler(logging.Handler):
+    """A handler that also takes an access line as a plain :data:`AccessLine`.
 
-    The record is handed to the logger's handlers directly (``Logger.handle``), without
-    ``Logger.info``'s search of the stack for the caller's file and line, which would cost more
-    than the rest of the record; its ``pathname`` is this module.
+    When such a handler is all the access logger sends to (the logger's only handler, no
+    filter on the logger or the handler, no propagation, a handler level of ``INFO`` or
+    below), :func:`log_access` hands it the tuple and builds no record: what it writes must
+    be what :func:`access_record` would give. This one builds that record and handles it.
+    """
+
+    def handle_access(self, line: AccessLine) -> None:
+        """Write ``line`` as this handler writes its record."""
+        self.handle(access_record(line))
+
+
+def access_record(line: AccessLine) -> logging.LogRecord:
+    """The ``INFO`` record of the access logger for ``line``, made at ``line``'s time, with
+    :data:`ACCESS_FIELDS` as attributes.
+
+    It is handed on without ``Logger.info``'s search of the stack for the caller's file and
+    line, which would cost more than the rest of the record; its ``pathname`` is this module.
+    """
+    created, method, path, status, outcome, duration_ms, request_id = line
+    record = logging.LogRecord(
+        ACCESS_LOGGER_NAME,
+        logging.INFO,
+        __file__,
+        0,
+        ACCESS_MESSAGE,
+        (method, path, status, outcome, duration_ms),
+        None,
+        "log_access",
+    )
+    record.created, record.msecs = created, int((created - int(created)) * 1000) + 0.0
+    record.method, record.path, record.status = method, path, status
+    record.outcome, record.duration_ms, record.request_id = outcome, duration_ms, request_id
+    return record
+
+
+def log_access(scope: Any, status: int, outcome: str, duration_s: float) -> None:
+    """The access line for an answered request (in the request's logging context).
+
+    An :class:`AccessHandler` that is all the access logger sends to gets the plain
+    :data:`AccessLine`; otherwise the logger handles the :func:`access_record`, so a host's
+    handlers, filters and propagation apply as to any record.
     """
     if not _access.isEnabledFor(logging.INFO):
         return
@@ -99,21 +152,23 @@ def log_access(scope: Any, status: int, outcome: str, duration_s: float) -> None
     root_path: str = scope.get("root_path", "")
     if not path.startswith(root_path):
         path = root_path + path
-    duration_ms = round(duration_s * 1000, 3)
-    record = logging.LogRecord(
-        ACCESS_LOGGER_NAME,
-        logging.INFO,
-        __file__,
-        0,
-        "%s %s %d %s %.3fms",
-        (method, path, status, outcome, duration_ms),
-        None,
-        "log_access",
+    line = (
+        time(),
+        method,
+        path,
+        status,
+        outcome,
+        round(duration_s * 1000, 3),
+        _request_id.get() or "-",
     )
-    record.method, record.path, record.status = method, path, status
-    record.outcome, record.duration_ms = outcome, duration_ms
-    record.request_id = _request_id.get() or "-"
-    _access.handle(record)
+    handlers = _access.handlers
+    if len(handlers) == 1 and not _access.propagate and not _access.filters:
+        handler = handlers[0]
+        if isinstance(handler, AccessHandler) and not handler.filters:
+            if handler.level <= logging.INFO:
+                handler.handle_access(line)
+            return
+    _access.handle(access_record(line))
 
 
 class RequestIdFilter(logging.Filter):

@@ -394,7 +394,7 @@ class StandaloneApp:
             if plugins is not None:
                 await plugins.store_close()
         finally:
-            logging_setup.write_directly()
+            logging_setup.flush()
 
 
 def create_app_from_env(environ: Mapping[str, str] | None = None) -> StandaloneApp:
