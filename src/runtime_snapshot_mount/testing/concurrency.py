@@ -209,20 +209,17 @@ class ConcurrencyRules(StoreFixtures):
                 written,
                 f"{text} written via `store`, read via `another_store`",
             )
-            replay = make_snapshot(account_id, 3, text, snapshot_id="replayed-via-another")
-            check_result(
-                await other_plugins.store_upsert(replay),
-                True,
-                replay,
-                f"{text} via `another_store` after the same instant via `store`: a replay",
-            )
-            again = make_snapshot(account_id, 3, text, snapshot_id="again-via-store")
-            check_result(
-                await plugins.store_upsert(again),
-                True,
-                again,
-                f"{text} via `store` after the same instant via `another_store`: a replay",
-            )
+            for instance, via, after in (
+                (other_plugins, "another_store", "store"),
+                (plugins, "store", "another_store"),
+            ):
+                again = make_snapshot(account_id, 3, text, snapshot_id=f"replayed-via-{via}")
+                check_result(
+                    await instance.store_upsert(again),
+                    True,
+                    again,
+                    f"{text} via `{via}` after the same instant via `{after}`: a replay",
+                )
             if text.startswith("0001-01-01T00:00:00Z"):
                 continue
             earlier = format_instant(parse_instant(text) - timedelta(microseconds=1))

@@ -8,7 +8,7 @@ import pytest
 from ..plugins import Plugins
 from ._support import (
     StoreFixtures,
-    check,
+    check_equal,
     check_result,
     check_snapshot,
     make_snapshot,
@@ -22,7 +22,7 @@ class LifecycleRules(StoreFixtures):
     @pytest.mark.anyio
     async def test_unknown_account_reads_none(self, plugins: Plugins) -> None:
         found = await plugins.store_get(new_account_id())
-        check(found is None, f"store_get of an unknown account: expected None, found {found!r}")
+        check_equal(found, None, "store_get of an unknown account")
 
     @pytest.mark.anyio
     async def test_first_snapshot_is_applied_and_read_back_whole(self, plugins: Plugins) -> None:

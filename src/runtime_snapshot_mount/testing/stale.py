@@ -4,6 +4,7 @@ microsecond precision whatever their offset, spelling or era, and replays applie
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -32,38 +33,49 @@ _MATRIX = [
     for time in _TIMES
 ]
 
-# Equal versions, times that compare as instants: (stored, incoming, incoming applied?).
-_TIME_PAIRS = [
-    # 10:00+02:00 is 08:00Z: earlier than 09:00Z although it sorts later as a string.
-    ("2026-03-22T10:00:00+02:00", "2026-03-22T09:00:00Z", True),
-    ("2026-03-22T09:00:00Z", "2026-03-22T10:00:00+02:00", False),
-    ("2026-03-22T08:00:00-05:30", "2026-03-22T13:30:00Z", True),
-    ("2026-03-22T13:30:00.000001Z", "2026-03-22T08:00:00-05:30", False),
-    ("2026-03-22T00:30:00+01:00", "2026-03-21T23:30:00Z", True),
-    # digits past the sixth are truncated: the first two pairs are the same instant
-    ("2026-03-22T08:30:00.1234569Z", "2026-03-22T08:30:00.123456Z", True),
-    ("2026-03-22T08:30:00.123456Z", "2026-03-22T08:30:00.1234561Z", True),
-    ("2026-03-22T08:30:00.123457Z", "2026-03-22T08:30:00.1234569Z", False),
-    ("2026-03-22T08:30:00.1Z", "2026-03-22T08:30:00.100000Z", True),
-    ("2026-03-22T08:30:00.000002Z", "2026-03-22T08:30:00.000001Z", False),
-    ("2026-03-22T08:30:00Z", "2026-03-22T08:30:00.000001Z", True),
-]
 
-# Offsets that move the instant into another day, month or year (stored, incoming, applied?).
-_DAY_CROSSING_PAIRS = [
-    ("2026-03-22T23:30:00-01:00", "2026-03-23T00:29:59.999999Z", False),
-    ("2026-03-22T23:30:00-01:00", "2026-03-23T00:30:00Z", True),
-    ("2026-03-23T00:30:00+01:00", "2026-03-22T23:30:00.000001Z", True),
-    ("2000-01-01T00:00:00+00:01", "1999-12-31T23:59:00.000001Z", True),
-    ("1999-12-31T23:59:00.000001Z", "2000-01-01T00:00:00+00:01", False),
-    ("2024-03-01T01:00:00+02:00", "2024-02-29T23:00:00Z", True),
-    ("2024-02-29T23:00:00.000001Z", "2024-03-01T01:00:00+02:00", False),
-    ("2100-03-01T00:00:00+01:00", "2100-02-28T23:00:00Z", True),
-    ("0001-01-01T23:59:59.999999+23:59", "0001-01-01T00:00:59.999999Z", True),
-    ("0001-01-01T00:01:00Z", "0001-01-01T23:59:59.999999+23:59", False),
-    ("9999-12-31T00:00:00-23:59", "9999-12-31T23:58:59.999999Z", False),
-    ("9999-12-31T00:00:00-23:59", "9999-12-31T23:59:00Z", True),
-]
+def _pairs(*lines: str) -> list[tuple[str, str, bool]]:
+    """``"STORED then INCOMING: applied"`` (or ``ignored``) as (stored, incoming, applied)."""
+    pairs = []
+    for line in lines:
+        times, outcome = line.split(": ")
+        stored, incoming = times.split(" then ")
+        pairs.append((stored, incoming, outcome == "applied"))
+    return pairs
+
+
+# Equal versions, times that compare as instants.
+_TIME_PAIRS = _pairs(
+    # 10:00+02:00 is 08:00Z: earlier than 09:00Z although it sorts later as a string.
+    "2026-03-22T10:00:00+02:00 then 2026-03-22T09:00:00Z: applied",
+    "2026-03-22T09:00:00Z then 2026-03-22T10:00:00+02:00: ignored",
+    "2026-03-22T08:00:00-05:30 then 2026-03-22T13:30:00Z: applied",
+    "2026-03-22T13:30:00.000001Z then 2026-03-22T08:00:00-05:30: ignored",
+    "2026-03-22T00:30:00+01:00 then 2026-03-21T23:30:00Z: applied",
+    # digits past the sixth are truncated: the first two pairs are the same instant
+    "2026-03-22T08:30:00.1234569Z then 2026-03-22T08:30:00.123456Z: applied",
+    "2026-03-22T08:30:00.123456Z then 2026-03-22T08:30:00.1234561Z: applied",
+    "2026-03-22T08:30:00.123457Z then 2026-03-22T08:30:00.1234569Z: ignored",
+    "2026-03-22T08:30:00.1Z then 2026-03-22T08:30:00.100000Z: applied",
+    "2026-03-22T08:30:00.000002Z then 2026-03-22T08:30:00.000001Z: ignored",
+    "2026-03-22T08:30:00Z then 2026-03-22T08:30:00.000001Z: applied",
+)
+
+# Offsets that move the instant into another day, month or year.
+_DAY_CROSSING_PAIRS = _pairs(
+    "2026-03-22T23:30:00-01:00 then 2026-03-23T00:29:59.999999Z: ignored",
+    "2026-03-22T23:30:00-01:00 then 2026-03-23T00:30:00Z: applied",
+    "2026-03-23T00:30:00+01:00 then 2026-03-22T23:30:00.000001Z: applied",
+    "2000-01-01T00:00:00+00:01 then 1999-12-31T23:59:00.000001Z: applied",
+    "1999-12-31T23:59:00.000001Z then 2000-01-01T00:00:00+00:01: ignored",
+    "2024-03-01T01:00:00+02:00 then 2024-02-29T23:00:00Z: applied",
+    "2024-02-29T23:00:00.000001Z then 2024-03-01T01:00:00+02:00: ignored",
+    "2100-03-01T00:00:00+01:00 then 2100-02-28T23:00:00Z: applied",
+    "0001-01-01T23:59:59.999999+23:59 then 0001-01-01T00:00:59.999999Z: applied",
+    "0001-01-01T00:01:00Z then 0001-01-01T23:59:59.999999+23:59: ignored",
+    "9999-12-31T00:00:00-23:59 then 9999-12-31T23:58:59.999999Z: ignored",
+    "9999-12-31T00:00:00-23:59 then 9999-12-31T23:59:00Z: applied",
+)
 
 # Spellings of one instant, 2026-03-22T08:30:00Z; storing any then any other is a replay.
 _SPELLINGS = [
@@ -85,6 +97,19 @@ _SPELLINGS = [
 # 1970 lose microseconds far from it; 32-bit seconds end in 2038, 64-bit nanoseconds in 2262).
 _YEARS = [1, 2, 99, 100, 999, 1000, 1582, 1899, 1900, 1901, 1969, 1970, 2000, 2038, 2106,
           2262, 2263, 2486, 3000, 5000, 9998, 9999]  # fmt: skip
+
+
+def _equal_versions_test(pairs: list[tuple[str, str, bool]]) -> Callable[..., Awaitable[None]]:
+    """A test that runs :meth:`StaleRules._equal_versions` on each of ``pairs``."""
+
+    @pytest.mark.anyio
+    @pytest.mark.parametrize(("stored_time", "incoming_time", "applied"), pairs)
+    async def test(
+        self: StaleRules, plugins: Plugins, stored_time: str, incoming_time: str, applied: bool
+    ) -> None:
+        await self._equal_versions(plugins, stored_time, incoming_time, applied)
+
+    return test
 
 
 class StaleRules(StoreFixtures):
@@ -167,19 +192,8 @@ class StaleRules(StoreFixtures):
             "equal version and time with new content",
         )
 
-    @pytest.mark.anyio
-    @pytest.mark.parametrize(("stored_time", "incoming_time", "applied"), _TIME_PAIRS)
-    async def test_times_compare_as_instants_at_microsecond_precision(
-        self, plugins: Plugins, stored_time: str, incoming_time: str, applied: bool
-    ) -> None:
-        await self._equal_versions(plugins, stored_time, incoming_time, applied)
-
-    @pytest.mark.anyio
-    @pytest.mark.parametrize(("stored_time", "incoming_time", "applied"), _DAY_CROSSING_PAIRS)
-    async def test_offsets_that_cross_a_day_compare_as_instants(
-        self, plugins: Plugins, stored_time: str, incoming_time: str, applied: bool
-    ) -> None:
-        await self._equal_versions(plugins, stored_time, incoming_time, applied)
+    test_times_compare_as_instants_at_microsecond_precision = _equal_versions_test(_TIME_PAIRS)
+    test_offsets_that_cross_a_day_compare_as_instants = _equal_versions_test(_DAY_CROSSING_PAIRS)
 
     @pytest.mark.anyio
     async def test_equal_instants_in_different_spellings_are_a_replay(
