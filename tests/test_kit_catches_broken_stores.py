@@ -1,8 +1,9 @@
 """The conformance kit fails every deliberately broken store of ``broken_stores``, on the rule
 it breaks, and says what it expected and found; the racing one 20 runs out of 20.
 
-Each test writes a small test module that subclasses the kit for one broken store, runs it
-with pytest in this process (``pytester``), and looks at which kit tests failed.
+Each test writes a small test module that subclasses the kit (or one of its rule families) for
+one broken store, runs it with pytest in this process (``pytester``), and looks at which kit
+tests failed.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
+from runtime_snapshot_mount import testing
 
 pytest_plugins = ["pytester"]
 
@@ -48,6 +51,18 @@ class TestBroken(StoreContract):
         return {store}(storage)
 """
 
+FAMILY_MODULE = """
+import pytest
+from broken_stores import {store}
+from runtime_snapshot_mount.testing import {family}
+
+
+class TestBroken({family}):
+    @pytest.fixture
+    def store(self):
+        return {store}()
+"""
+
 OPENER_MODULE = """
 import pytest
 from broken_stores import {opener}
@@ -84,6 +99,60 @@ def run_kit(pytester: pytest.Pytester, source: str, *args: str) -> dict[str, str
 
 def failed(outcomes: dict[str, str]) -> set[str]:
     return {name for name, outcome in outcomes.items() if outcome not in ("passed", "skipped")}
+
+
+def kit_tests(kit_class: type) -> set[str]:
+    """The names of the kit tests ``kit_class`` defines or inherits."""
+    return {name for name in dir(kit_class) if name.startswith("test_")}
+
+
+def test_the_rule_families_make_up_the_whole_store_contract() -> None:
+    families = testing.StoreContract.__bases__
+    assert {family.__name__ for family in families} <= set(testing.__all__)
+    names = [kit_tests(family) for family in families]
+    assert all(names), "every family has tests"
+    assert sum(map(len, names)) == len(set().union(*names)), "no test is in two families"
+    assert set().union(*names) == kit_tests(testing.StoreContract), "and no other test"
+
+
+def test_importing_the_kit_collects_no_test_of_its_own(pytester: pytest.Pytester) -> None:
+    path = pytester.makepyfile(test_kit_import="from runtime_snapshot_mount.testing import *\n")
+    recorder = pytester.inline_run(path, "-p", "no:cacheprovider")
+    assert recorder.ret == pytest.ExitCode.NO_TESTS_COLLECTED
+    assert recorder.getreports("pytest_runtest_logreport") == []
+
+
+@pytest.mark.parametrize(
+    ("family", "store", "caught"),
+    [
+        (
+            "StaleRules",
+            "FloatInstantStore",
+            "test_stale_rule_holds_at_microsecond_precision_in_every_era",
+        ),
+        (
+            "LifecycleRules",
+            "WipingCreateTablesStore",
+            "test_create_tables_is_idempotent_and_keeps_what_is_stored",
+        ),
+        (
+            "ConcurrencyRules",
+            "ReadAwaitWriteStore",
+            "test_racing_writers_never_lose_the_greater_snapshot",
+        ),
+        (
+            "RoundTripRules",
+            "EmptyAsNullStore",
+            "test_empty_values_are_kept_distinct_from_null[all-empty]",
+        ),
+    ],
+)
+def test_one_rule_family_runs_alone_and_catches_its_broken_store(
+    pytester: pytest.Pytester, family: str, store: str, caught: str
+) -> None:
+    outcomes = run_kit(pytester, FAMILY_MODULE.format(family=family, store=store))
+    assert {name.split("[")[0] for name in outcomes} == kit_tests(getattr(testing, family))
+    assert caught in failed(outcomes)
 
 
 def test_a_correct_store_passes_the_whole_kit(pytester: pytest.Pytester) -> None:

@@ -96,6 +96,10 @@ def test_both_distributions_build_an_sdist_and_a_wheel_with_the_license_and_one_
             text = archive.read(metadata).decode()
         assert any(name.endswith(".dist-info/licenses/LICENSE") for name in files)
         assert "License-Expression: MIT" in text
+        if wheel.name.startswith("runtime_snapshot_mount-"):  # every module, the kit's too
+            source = ROOT / "src"
+            modules = {path.relative_to(source).as_posix() for path in source.rglob("*.py")}
+            assert modules <= set(files), sorted(modules - set(files))
         if wheel.name.startswith("runtime_snapshot_mount_sqlalchemy"):
             requirements = [
                 Requirement(line.partition(":")[2].strip())
