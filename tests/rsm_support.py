@@ -230,6 +230,16 @@ def wait_until_listening(process: subprocess.Popen[bytes], port: int, log: Path)
     pytest.fail(f"server did not listen on port {port}: {log.read_text()}")
 
 
+def wait_for_line(log: Path, text: str) -> None:
+    """Poll ``log`` until ``text`` is in it; a bounded loop, not a timed assertion."""
+    deadline = time.monotonic() + STARTUP_LIMIT_S
+    while time.monotonic() < deadline:
+        if text in log.read_text(encoding="utf-8", errors="replace"):
+            return
+        time.sleep(0.05)
+    pytest.fail(f"{text!r} never appeared in the log:\n{log.read_text()}")
+
+
 def stop(process: subprocess.Popen[bytes]) -> None:
     """Terminate the server (SIGTERM, so it shuts down cleanly); kill it if it hangs."""
     if process.poll() is None:

@@ -15,13 +15,13 @@ from rsm_support import (
     COMMAND,
     EXAMPLE_APPLIED,
     EXAMPLE_REQUEST,
-    STARTUP_LIMIT_S,
     UPSERT_URL,
     assert_refused,
     clean_env,
     free_port,
     run_cli,
     stop,
+    wait_for_line,
     wait_until_listening,
 )
 
@@ -152,16 +152,6 @@ def test_show_takes_the_store_from_rsm_store(tmp_path: Path) -> None:
 
 
 # -- SIGTERM ----------------------------------------------------------------------------
-
-
-def wait_for_line(log: Path, text: str) -> None:
-    """Poll the server's log until ``text`` is in it; a bounded loop, not a timed assertion."""
-    deadline = time.monotonic() + STARTUP_LIMIT_S
-    while time.monotonic() < deadline:
-        if text in log.read_text(encoding="utf-8", errors="replace"):
-            return
-        time.sleep(0.05)
-    pytest.fail(f"{text!r} never appeared in the log:\n{log.read_text()}")
 
 
 def sigterm_while_a_request_is_in_flight(

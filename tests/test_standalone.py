@@ -26,6 +26,7 @@ from rsm_support import (
     example,
     free_port,
     stop,
+    wait_for_line,
     wait_until_listening,
 )
 from standalone_support import (
@@ -35,7 +36,6 @@ from standalone_support import (
     loopbound_env,
     python_module,
     start,
-    wait_for_line,
 )
 
 from runtime_snapshot_mount import ConfigurationError
