@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from rsm_support import clean_env, install_entry_point
+from rsm_support import COMMAND, clean_env, install_entry_point
 
 STORE_URL = "loopbound://"
 
@@ -130,4 +130,4 @@ def lines(log: Path) -> Iterator[str]:
             yield line
 
 
-COMMAND_SERVE = [sys.executable, "-m", "runtime_snapshot_mount", "serve"]
+COMMAND_SERVE = [*COMMAND, "serve"]

@@ -7,7 +7,6 @@ import asyncio
 import importlib.util
 import json
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ from rsm_support import (
     compact,
     example,
     free_port,
+    sigterm_mid_request,
     stop,
     wait_for_line,
     wait_until_listening,
@@ -203,34 +203,21 @@ def test_serve_creates_the_table_once_in_the_parent_and_each_worker_opens_and_cl
     assert closed_creator < first_serving_open
 
 
-def test_sigterm_with_two_workers_drains_the_request_in_flight_and_exits_0(
-    tmp_path: Path,
+@pytest.mark.parametrize("options", [(), ("--workers", "2")], ids=["one-process", "two-workers"])
+def test_sigterm_drains_the_request_in_flight_and_exits_0(
+    tmp_path: Path, options: tuple[str, ...]
 ) -> None:
     port = free_port()
-    process, log = start(serve_command(port, "--workers", "2"), tmp_path, loopbound_env(tmp_path))
+    process, log = start(serve_command(port, *options), tmp_path, loopbound_env(tmp_path))
     try:
-        wait_until_listening(process, port, log)
-        wait_for_line(log, "Application startup complete")
-        body = json.dumps(EXAMPLE_REQUEST).encode()
-        head = (
-            f"POST {UPSERT_URL} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer k\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-        ).encode()
-        with socket.create_connection(("127.0.0.1", port), timeout=30) as connection:
-            connection.sendall(head + body[:10])
-            time.sleep(0.5)  # let a worker read the headers: the request is in flight
-            process.send_signal(signal.SIGTERM)
-            wait_for_line(log, "Shutting down")
-            connection.sendall(body[10:])
-            response = b""
-            while chunk := connection.recv(65536):
-                response += chunk
-        assert process.wait(timeout=30) == 0, log.read_text()
+        status, response = sigterm_mid_request(process, port, log)
     finally:
         stop(process)
-    head_bytes, _, answer = response.partition(b"\r\n\r\n")
-    assert head_bytes.startswith(b"HTTP/1.1 200"), response
+    assert status == 0, log.read_text()
+    head, _, answer = response.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), response
     assert json.loads(answer) == EXAMPLE_APPLIED
+    assert "Traceback" not in log.read_text()
     assert all(got[-1] == "close" for got in by_store(events(tmp_path)).values())
 
 
