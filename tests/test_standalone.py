@@ -155,6 +155,19 @@ def serve_command(port: int, *options: str) -> list[str]:
     ]
 
 
+def upsert_versions_then_sigterm(
+    process: subprocess.Popen[bytes], port: int, log: Path, count: int
+) -> None:
+    """Upsert the example with versions 1 to ``count`` (each applied), then SIGTERM the server,
+    which must exit 0."""
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+        for version in range(1, count + 1):
+            body = example(strategy_version=version)
+            assert client.post(UPSERT_URL, json=body, headers=AUTH).status_code == 200
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) == 0, log.read_text()
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_serve_creates_the_table_once_in_the_parent_and_each_worker_opens_and_closes_its_own(
     tmp_path: Path, workers: int
@@ -166,12 +179,7 @@ def test_serve_creates_the_table_once_in_the_parent_and_each_worker_opens_and_cl
         wait_until_listening(process, port, log)
         for _ in range(workers):  # every worker reports its start-up
             wait_for_line(log, "Application startup complete")
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
-            for version in range(1, 9):
-                body = example(strategy_version=version)
-                assert client.post(UPSERT_URL, json=body, headers=AUTH).status_code == 200
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=30) == 0, log.read_text()
+        upsert_versions_then_sigterm(process, port, log, 8)
     finally:
         stop(process)
     calls = by_store(events(tmp_path))
@@ -345,12 +353,7 @@ def test_the_factory_under_gunicorn_with_two_workers(tmp_path: Path) -> None:
         deadline = time.monotonic() + 15
         while len(by_store(events(tmp_path))) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)  # both workers opened their stores
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
-            for version in range(1, 7):
-                body = example(strategy_version=version)
-                assert client.post(UPSERT_URL, json=body, headers=AUTH).status_code == 200
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=30) == 0, log.read_text()
+        upsert_versions_then_sigterm(process, port, log, 6)
     finally:
         stop(process)
     calls = by_store(events(tmp_path))
