@@ -6,6 +6,7 @@ import contextlib
 import copy
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -228,6 +229,41 @@ def wait_until_listening(process: subprocess.Popen[bytes], port: int, log: Path)
         except OSError:
             time.sleep(0.05)
     pytest.fail(f"server did not listen on port {port}: {log.read_text()}")
+
+
+def wait_for_line(log: Path, text: str) -> None:
+    """Poll ``log`` until ``text`` is in it; a bounded loop, not a timed assertion."""
+    deadline = time.monotonic() + STARTUP_LIMIT_S
+    while time.monotonic() < deadline:
+        if text in log.read_text(encoding="utf-8", errors="replace"):
+            return
+        time.sleep(0.05)
+    pytest.fail(f"{text!r} never appeared in the log:\n{log.read_text()}")
+
+
+def sigterm_mid_request(
+    process: subprocess.Popen[bytes], port: int, log: Path, token: str = "k"
+) -> tuple[int, bytes]:
+    """Once the server has started, send an upsert's headers and the first bytes of its body,
+    SIGTERM the server, wait until it is shutting down, then send the rest. Returns the
+    server's exit status and the raw response."""
+    wait_until_listening(process, port, log)
+    wait_for_line(log, "Application startup complete")
+    body = json.dumps(EXAMPLE_REQUEST).encode()
+    head = (
+        f"POST {UPSERT_URL} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as connection:
+        connection.sendall(head + body[:10])
+        time.sleep(0.5)  # let the server read the headers: the request is in flight
+        process.send_signal(signal.SIGTERM)
+        wait_for_line(log, "Shutting down")
+        connection.sendall(body[10:])
+        response = b""
+        while chunk := connection.recv(65536):
+            response += chunk
+    return process.wait(timeout=30), response
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:

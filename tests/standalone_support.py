@@ -12,13 +12,11 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-from rsm_support import STARTUP_LIMIT_S, clean_env, install_entry_point
+from rsm_support import COMMAND, clean_env, install_entry_point
 
 STORE_URL = "loopbound://"
 
@@ -110,16 +108,6 @@ def by_store(recorded: list[dict[str, Any]]) -> dict[tuple[int, int], list[str]]
     return calls
 
 
-def wait_for_line(log: Path, text: str) -> None:
-    """Poll ``log`` until ``text`` is in it; a bounded loop, not a timed assertion."""
-    deadline = time.monotonic() + STARTUP_LIMIT_S
-    while time.monotonic() < deadline:
-        if text in log.read_text(encoding="utf-8", errors="replace"):
-            return
-        time.sleep(0.05)
-    pytest.fail(f"{text!r} never appeared in the log:\n{log.read_text()}")
-
-
 def start(
     command: list[str], directory: Path, env: dict[str, str], log_name: str = "server.log"
 ) -> tuple[subprocess.Popen[bytes], Path]:
@@ -142,4 +130,4 @@ def lines(log: Path) -> Iterator[str]:
             yield line
 
 
-COMMAND_SERVE = [sys.executable, "-m", "runtime_snapshot_mount", "serve"]
+COMMAND_SERVE = [*COMMAND, "serve"]

@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import signal
-import socket
-import subprocess
-import time
 from importlib import metadata
 from pathlib import Path
 
 import pytest
 from rsm_support import (
     COMMAND,
-    EXAMPLE_APPLIED,
-    EXAMPLE_REQUEST,
-    STARTUP_LIMIT_S,
-    UPSERT_URL,
     assert_refused,
     clean_env,
     free_port,
@@ -24,6 +16,7 @@ from rsm_support import (
     stop,
     wait_until_listening,
 )
+from standalone_support import start
 
 # -- --version and --help -------------------------------------------------------------
 
@@ -151,95 +144,19 @@ def test_show_takes_the_store_from_rsm_store(tmp_path: Path) -> None:
     assert_refused(result, 2, "from-environment.db")
 
 
-# -- SIGTERM ----------------------------------------------------------------------------
+# -- SIGTERM and SIGINT ------------------------------------------------------------------
 
 
-def wait_for_line(log: Path, text: str) -> None:
-    """Poll the server's log until ``text`` is in it; a bounded loop, not a timed assertion."""
-    deadline = time.monotonic() + STARTUP_LIMIT_S
-    while time.monotonic() < deadline:
-        if text in log.read_text(encoding="utf-8", errors="replace"):
-            return
-        time.sleep(0.05)
-    pytest.fail(f"{text!r} never appeared in the log:\n{log.read_text()}")
-
-
-def sigterm_while_a_request_is_in_flight(
-    store: str, directory: Path, *options: str
-) -> tuple[int, bytes, str]:
-    """Start ``serve``, send a request's headers and half its body, SIGTERM the server,
-    wait until it is shutting down, send the rest. Returns the exit status, the raw
-    response and the log."""
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_before_any_request_exits_0_without_a_traceback(
+    tmp_path: Path, signum: signal.Signals
+) -> None:
     port = free_port()
-    log = directory / "server.log"
-    command = [*COMMAND, "serve", "--store", store, "--port", str(port), "--api-key", "k"]
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [*command, *options],
-            cwd=directory,
-            env=clean_env(),
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        wait_until_listening(process, port, log)
-        wait_for_line(log, "Application startup complete")
-        body = json.dumps(EXAMPLE_REQUEST).encode()
-        head = (
-            f"POST {UPSERT_URL} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer k\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-        ).encode()
-        with socket.create_connection(("127.0.0.1", port), timeout=30) as connection:
-            connection.sendall(head + body[:10])
-            time.sleep(0.5)  # let the server read the headers: the request is in flight
-            process.send_signal(signal.SIGTERM)
-            wait_for_line(log, "Shutting down")
-            connection.sendall(body[10:])
-            response = b""
-            while chunk := connection.recv(65536):
-                response += chunk
-        status = process.wait(timeout=30)
-    finally:
-        stop(process)
-    return status, response, log.read_text(encoding="utf-8", errors="replace")
-
-
-def test_sigterm_drains_the_request_in_flight_and_exits_0(tmp_path: Path) -> None:
-    status, response, log = sigterm_while_a_request_is_in_flight("memory://", tmp_path)
-    assert status == 0, log
-    head, _, body = response.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 200"), response
-    assert json.loads(body) == EXAMPLE_APPLIED
-    assert "Traceback" not in log
-
-
-def test_sigterm_before_any_request_exits_0(tmp_path: Path) -> None:
-    port = free_port()
-    log = tmp_path / "server.log"
     command = [*COMMAND, "serve", "--store", "memory://", "--port", str(port), "--api-key", "k"]
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            command, cwd=tmp_path, env=clean_env(), stdout=output, stderr=subprocess.STDOUT
-        )
+    process, log = start(command, tmp_path, clean_env())
     try:
         wait_until_listening(process, port, log)
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=30) == 0, log.read_text()
-    finally:
-        stop(process)
-
-
-def test_sigint_exits_0_without_a_traceback(tmp_path: Path) -> None:
-    port = free_port()
-    log = tmp_path / "server.log"
-    command = [*COMMAND, "serve", "--store", "memory://", "--port", str(port), "--api-key", "k"]
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            command, cwd=tmp_path, env=clean_env(), stdout=output, stderr=subprocess.STDOUT
-        )
-    try:
-        wait_until_listening(process, port, log)
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signum)
         assert process.wait(timeout=30) == 0, log.read_text()
     finally:
         stop(process)

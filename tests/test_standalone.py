@@ -7,7 +7,6 @@ import asyncio
 import importlib.util
 import json
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -25,7 +24,9 @@ from rsm_support import (
     compact,
     example,
     free_port,
+    sigterm_mid_request,
     stop,
+    wait_for_line,
     wait_until_listening,
 )
 from standalone_support import (
@@ -35,7 +36,6 @@ from standalone_support import (
     loopbound_env,
     python_module,
     start,
-    wait_for_line,
 )
 
 from runtime_snapshot_mount import ConfigurationError
@@ -155,6 +155,19 @@ def serve_command(port: int, *options: str) -> list[str]:
     ]
 
 
+def upsert_versions_then_sigterm(
+    process: subprocess.Popen[bytes], port: int, log: Path, count: int
+) -> None:
+    """Upsert the example with versions 1 to ``count`` (each applied), then SIGTERM the server,
+    which must exit 0."""
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+        for version in range(1, count + 1):
+            body = example(strategy_version=version)
+            assert client.post(UPSERT_URL, json=body, headers=AUTH).status_code == 200
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) == 0, log.read_text()
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_serve_creates_the_table_once_in_the_parent_and_each_worker_opens_and_closes_its_own(
     tmp_path: Path, workers: int
@@ -166,12 +179,7 @@ def test_serve_creates_the_table_once_in_the_parent_and_each_worker_opens_and_cl
         wait_until_listening(process, port, log)
         for _ in range(workers):  # every worker reports its start-up
             wait_for_line(log, "Application startup complete")
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
-            for version in range(1, 9):
-                body = example(strategy_version=version)
-                assert client.post(UPSERT_URL, json=body, headers=AUTH).status_code == 200
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=30) == 0, log.read_text()
+        upsert_versions_then_sigterm(process, port, log, 8)
     finally:
         stop(process)
     calls = by_store(events(tmp_path))
@@ -203,34 +211,21 @@ def test_serve_creates_the_table_once_in_the_parent_and_each_worker_opens_and_cl
     assert closed_creator < first_serving_open
 
 
-def test_sigterm_with_two_workers_drains_the_request_in_flight_and_exits_0(
-    tmp_path: Path,
+@pytest.mark.parametrize("options", [(), ("--workers", "2")], ids=["one-process", "two-workers"])
+def test_sigterm_drains_the_request_in_flight_and_exits_0(
+    tmp_path: Path, options: tuple[str, ...]
 ) -> None:
     port = free_port()
-    process, log = start(serve_command(port, "--workers", "2"), tmp_path, loopbound_env(tmp_path))
+    process, log = start(serve_command(port, *options), tmp_path, loopbound_env(tmp_path))
     try:
-        wait_until_listening(process, port, log)
-        wait_for_line(log, "Application startup complete")
-        body = json.dumps(EXAMPLE_REQUEST).encode()
-        head = (
-            f"POST {UPSERT_URL} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer k\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-        ).encode()
-        with socket.create_connection(("127.0.0.1", port), timeout=30) as connection:
-            connection.sendall(head + body[:10])
-            time.sleep(0.5)  # let a worker read the headers: the request is in flight
-            process.send_signal(signal.SIGTERM)
-            wait_for_line(log, "Shutting down")
-            connection.sendall(body[10:])
-            response = b""
-            while chunk := connection.recv(65536):
-                response += chunk
-        assert process.wait(timeout=30) == 0, log.read_text()
+        status, response = sigterm_mid_request(process, port, log)
     finally:
         stop(process)
-    head_bytes, _, answer = response.partition(b"\r\n\r\n")
-    assert head_bytes.startswith(b"HTTP/1.1 200"), response
+    assert status == 0, log.read_text()
+    head, _, answer = response.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), response
     assert json.loads(answer) == EXAMPLE_APPLIED
+    assert "Traceback" not in log.read_text()
     assert all(got[-1] == "close" for got in by_store(events(tmp_path)).values())
 
 
@@ -358,12 +353,7 @@ def test_the_factory_under_gunicorn_with_two_workers(tmp_path: Path) -> None:
         deadline = time.monotonic() + 15
         while len(by_store(events(tmp_path))) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)  # both workers opened their stores
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
-            for version in range(1, 7):
-                body = example(strategy_version=version)
-                assert client.post(UPSERT_URL, json=body, headers=AUTH).status_code == 200
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=30) == 0, log.read_text()
+        upsert_versions_then_sigterm(process, port, log, 6)
     finally:
         stop(process)
     calls = by_store(events(tmp_path))

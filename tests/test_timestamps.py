@@ -9,7 +9,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from runtime_snapshot_mount import format_instant, parse_instant
-from runtime_snapshot_mount.timestamps import _parse_general
 
 UTC = timezone.utc
 
@@ -177,7 +176,8 @@ def test_the_common_utc_spelling_parses_as_the_general_parser_does(
     moment: datetime, fraction_digits: int
 ) -> None:
     # parse_instant reads 2026-03-22T08:30:00[.fff|.ffffff]Z with datetime.fromisoformat;
-    # every other spelling, and every refusal, goes through the general parser.
+    # every other spelling (the same instant with +00:00 here), and every refusal, goes
+    # through the general parser. Both must name the instant written.
     text = (
         moment.isoformat(
             timespec={0: "seconds", 3: "milliseconds", 6: "microseconds"}[fraction_digits]
@@ -185,7 +185,9 @@ def test_the_common_utc_spelling_parses_as_the_general_parser_does(
         + "Z"
     )
     parsed = parse_instant(text)
-    assert parsed == _parse_general(text)
+    unit = 10 ** (6 - fraction_digits)
+    assert parsed == moment.replace(microsecond=moment.microsecond // unit * unit, tzinfo=UTC)
+    assert parsed == parse_instant(text.removesuffix("Z") + "+00:00")
     assert parsed.tzinfo is UTC
 
 

@@ -7,7 +7,18 @@ from .hookspecs import hookimpl
 from .memory import MemoryStore
 from .operations import Metrics, RequestIdFilter, current_request_id
 from .plugins import ENTRY_POINT_GROUP, ConfigurationError, Plugins
-from .snapshot import SNAPSHOT_FIELDS, Account, Principal, Snapshot, UpsertResult, parse_upsert
+from .snapshot import (
+    MAX_LABEL,
+    MAX_PERSONALITY_DEPTH,
+    MAX_SKILLS,
+    MAX_TEXT,
+    SNAPSHOT_FIELDS,
+    Account,
+    Principal,
+    Snapshot,
+    UpsertResult,
+    parse_upsert,
+)
 from .static import StaticAccounts, StaticTokens, load_accounts_file
 from .timestamps import format_instant, parse_instant
 from .version import __version__
@@ -16,6 +27,10 @@ __all__ = [
     "DEFAULT_BODY_TIMEOUT",
     "DEFAULT_MAX_BODY_BYTES",
     "ENTRY_POINT_GROUP",
+    "MAX_LABEL",
+    "MAX_PERSONALITY_DEPTH",
+    "MAX_SKILLS",
+    "MAX_TEXT",
     "SNAPSHOT_FIELDS",
     "UPSERT_PATH",
     "Account",

@@ -1,14 +1,17 @@
-"""Every answer the sub-app gives (SPEC §2, §5a), and how one is sent."""
+"""Every answer the sub-app gives (SPEC §2, §5a), how one is sent, and how the OpenAPI document
+describes each operation's answers (:data:`UPSERT_ANSWERS` and the like: the document is built
+from these, so a status, body or header is written here only)."""
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from collections.abc import Mapping
+from typing import Any, Literal, NamedTuple
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import to_json
 from starlette.types import Send
 
-from .snapshot import Snapshot
+from .snapshot import Snapshot, parse_upsert
 
 __all__ = [
     "ACCOUNT_NOT_FOUND",
@@ -16,19 +19,30 @@ __all__ = [
     "DISCONNECTED",
     "FAILED",
     "HEALTHY",
+    "HEALTH_ANSWERS",
     "METHOD_NOT_ALLOWED",
     "NOT_FOUND",
+    "READ_ANSWERS",
+    "RESPONSE_MODELS",
     "SNAPSHOT_NOT_FOUND",
     "UNAUTHORIZED",
     "UNAVAILABLE",
     "WRONG_CONTENT_TYPE",
     "Answer",
+    "ErrorResponse",
+    "Family",
+    "HealthResponse",
+    "IgnoredStaleResponse",
+    "UpsertedResponse",
+    "ValidationErrorItem",
+    "ValidationErrorResponse",
     "applied",
     "ignored",
     "invalid",
     "method_not_allowed",
     "stored",
     "too_large",
+    "upsert_answers",
 ]
 
 Headers = tuple[tuple[bytes, bytes], ...]
@@ -144,3 +158,180 @@ def ignored(snapshot: Snapshot) -> Answer:
 def stored(snapshot: Snapshot) -> Answer:
     """200 with the stored snapshot, as ``show`` prints it (read-back)."""
     return Answer(200, snapshot.to_json(), "read")
+
+
+# -- the shapes of the answers' bodies, as the OpenAPI document publishes them ---------------
+
+
+class UpsertedResponse(BaseModel):
+    """200: the snapshot was applied; strategy_synced_at is the request's string, unchanged."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal["upserted"]
+    account_id: str
+    snapshot_id: str
+    strategy_version: int
+    strategy_synced_at: str
+
+
+class IgnoredStaleResponse(BaseModel):
+    """200: the snapshot was ignored because a later one is stored; the request's values."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal["ignored_stale"]
+    account_id: str
+    snapshot_id: str
+    strategy_version: int
+
+
+class ErrorResponse(BaseModel):
+    """401, 404, 405, 408, 413 and 500: one sentence saying what went wrong."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    detail: str
+
+
+class ValidationErrorItem(BaseModel):
+    """One reason a request was unprocessable, shaped like FastAPI's."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    loc: list[str | int] = Field(description='Where: ["body", field, ...] or ["header", name].')
+    msg: str
+    type: str
+
+
+class ValidationErrorResponse(BaseModel):
+    """422: the body is not JSON, not an object, or a field breaks its rule."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    detail: list[ValidationErrorItem]
+
+
+class HealthResponse(BaseModel):
+    """200 ``ok`` when the store answers a cheap check in time; 503 ``unavailable`` otherwise."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal["ok", "unavailable"]
+
+
+RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
+    UpsertedResponse,
+    IgnoredStaleResponse,
+    ErrorResponse,
+    ValidationErrorResponse,
+    HealthResponse,
+)
+"""Every body model the answers below name, published as the document's schemas."""
+
+
+# -- each operation's answers, as documented --------------------------------------------------
+
+
+class Family(NamedTuple):
+    """The answers one operation gives with one status, as the OpenAPI document describes them.
+
+    ``schemas`` names the body's schema (one of :data:`RESPONSE_MODELS`, or ``SnapshotRequest``;
+    several: any one of them); ``examples`` are real answers, by name; ``headers`` names, in their
+    documented spelling, the headers the examples send beyond ``X-Request-ID``.
+    """
+
+    status: int
+    description: str
+    schemas: tuple[str, ...]
+    examples: Mapping[str, Answer]
+    headers: tuple[str, ...] = ()
+
+
+def _error(status: int, description: str, **examples: Answer) -> Family:
+    return Family(status, description, ("ErrorResponse",), examples)
+
+
+# The upsert from the original API page, as the examples' request.
+_EXAMPLE, _EXAMPLE_SYNCED_AT = parse_upsert(
+    b'{"account_id": "account_user095916355", "ugc_account_id": "ugc_123",'
+    b' "snapshot_id": "snapshot-2026-03-22-001", "strategy_version": 7,'
+    b' "content_hash": "sha256:abc123", "strategy_synced_at": "2026-03-22T08:30:00.000Z",'
+    b' "stage": "warmup", "active_action": "keyword_warmup",'
+    b' "active_skills": ["warmup", "commenting"], "personality": {"comment_style": "casual"}}'
+)
+_UNAUTHORIZED = Family(
+    401,
+    "Missing or invalid bearer token.",
+    ("ErrorResponse",),
+    {"unauthorized": UNAUTHORIZED},
+    ("WWW-Authenticate",),
+)
+
+
+def _not_an_object() -> Answer:
+    """The 422 answer to a body that is a JSON array."""
+    try:
+        parse_upsert(b"[]")
+    except ValidationError as error:
+        return invalid(error)
+    raise AssertionError("an array is not a snapshot")  # pragma: no cover
+
+
+def upsert_answers(max_body_bytes: int) -> tuple[Family, ...]:
+    """The answers of ``POST`` on the upsert path, for an app taking ``max_body_bytes``."""
+    return (
+        Family(
+            200,
+            "Applied (upserted) or ignored as stale (ignored_stale).",
+            ("UpsertedResponse", "IgnoredStaleResponse"),
+            {"upserted": applied(_EXAMPLE, _EXAMPLE_SYNCED_AT), "ignored_stale": ignored(_EXAMPLE)},
+        ),
+        _UNAUTHORIZED,
+        _error(404, "Account not found, inactive, or not visible.", not_found=ACCOUNT_NOT_FOUND),
+        _error(
+            408,
+            "The body did not arrive within the body timeout; nothing stored.",
+            body_timeout=BODY_TIMEOUT,
+        ),
+        _error(
+            413,
+            f"Request body exceeds {max_body_bytes} bytes.",
+            too_large=too_large(max_body_bytes),
+        ),
+        Family(
+            422,
+            "Body not JSON (or Content-Type not application/json or +json), "
+            "not an object, or a field breaks its rule.",
+            ("ValidationErrorResponse",),
+            {"not_an_object": _not_an_object(), "wrong_content_type": WRONG_CONTENT_TYPE},
+        ),
+        _error(500, "The store failed; nothing was written; the body says no more.", failed=FAILED),
+    )
+
+
+READ_ANSWERS = (
+    Family(
+        200,
+        "The stored snapshot, as `show` prints it.",
+        ("SnapshotRequest",),
+        {"stored": stored(_EXAMPLE)},
+    ),
+    _UNAUTHORIZED,
+    _error(
+        404,
+        "Account not visible, or nothing stored for it.",
+        account_not_found=ACCOUNT_NOT_FOUND,
+        snapshot_not_found=SNAPSHOT_NOT_FOUND,
+    ),
+    _error(500, "The store failed; the body says no more.", failed=FAILED),
+)
+"""The answers of ``GET`` on the read-back path."""
+
+HEALTH_ANSWERS = (
+    Family(200, "The store answered.", ("HealthResponse",), {"ok": HEALTHY}),
+    Family(
+        503, "The store did not answer in time.", ("HealthResponse",), {"unavailable": UNAVAILABLE}
+    ),
+)
+"""The answers of ``GET /healthz``."""

@@ -1,8 +1,9 @@
 """The OpenAPI 3.1 document of the sub-app, served at ``{mount}/openapi.json`` when enabled.
 
-It is built from the same definition that validates request bodies
-(:class:`~runtime_snapshot_mount.Snapshot`'s annotations) and small models of the answers below,
-once per app. Its paths are relative to the mount: ``servers`` names the prefix the document was
+It is built once per app from the same definitions that validate request bodies
+(:class:`~runtime_snapshot_mount.Snapshot`'s annotations) and that make the answers
+(:mod:`runtime_snapshot_mount.answers`: each operation's statuses, body models, descriptions and
+examples). Its paths are relative to the mount: ``servers`` names the prefix the document was
 fetched under (the ASGI ``root_path``), so it stays right under any mount.
 """
 
@@ -10,12 +11,26 @@ from __future__ import annotations
 
 import json
 from importlib import metadata
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import TypeAdapter
 from starlette.types import Receive, Scope, Send
 
-from .snapshot import SNAPSHOT_SCHEMA
+from .answers import (
+    HEALTH_ANSWERS,
+    READ_ANSWERS,
+    RESPONSE_MODELS,
+    ErrorResponse,
+    Family,
+    HealthResponse,
+    IgnoredStaleResponse,
+    UpsertedResponse,
+    ValidationErrorItem,
+    ValidationErrorResponse,
+    upsert_answers,
+)
+from .operations import REQUEST_ID_PATTERN
+from .snapshot import MAX_PERSONALITY_DEPTH, SNAPSHOT_SCHEMA
 
 __all__ = [
     "OPENAPI_PATH",
@@ -33,55 +48,6 @@ OPENAPI_PATH = "/openapi.json"
 _MAX_CACHED_PREFIXES = 32
 
 
-class UpsertedResponse(BaseModel):
-    """200: the snapshot was applied; strategy_synced_at is the request's string, unchanged."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    status: Literal["upserted"]
-    account_id: str
-    snapshot_id: str
-    strategy_version: int
-    strategy_synced_at: str
-
-
-class IgnoredStaleResponse(BaseModel):
-    """200: the snapshot was ignored because a later one is stored; the request's values."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    status: Literal["ignored_stale"]
-    account_id: str
-    snapshot_id: str
-    strategy_version: int
-
-
-class ErrorResponse(BaseModel):
-    """401, 404, 405, 408, 413 and 500: one sentence saying what went wrong."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    detail: str
-
-
-class ValidationErrorItem(BaseModel):
-    """One reason a request was unprocessable, shaped like FastAPI's."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    loc: list[str | int] = Field(description='Where: ["body", field, ...] or ["header", name].')
-    msg: str
-    type: str
-
-
-class ValidationErrorResponse(BaseModel):
-    """422: the body is not JSON, not an object, or a field breaks its rule."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    detail: list[ValidationErrorItem]
-
-
 def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
@@ -97,30 +63,13 @@ def _version() -> str:
         return "0"
 
 
-class HealthResponse(BaseModel):
-    """200 ``ok`` when the store answers a cheap check in time; 503 ``unavailable`` otherwise."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    status: Literal["ok", "unavailable"]
-
-
 def build_document(upsert_path: str, max_body_bytes: int, *, read: bool = False) -> dict[str, Any]:
     """The OpenAPI 3.1 document of an app serving ``upsert_path``, without ``servers``
     (``read``: with the read-back path too)."""
     _, top = TypeAdapter.json_schemas(
         [
             ("request", "validation", SNAPSHOT_SCHEMA),
-            *(
-                (model, "serialization", TypeAdapter(model))
-                for model in (
-                    UpsertedResponse,
-                    IgnoredStaleResponse,
-                    ErrorResponse,
-                    ValidationErrorResponse,
-                    HealthResponse,
-                )
-            ),
+            *((model, "serialization", TypeAdapter(model)) for model in RESPONSE_MODELS),
         ],
         ref_template="#/components/schemas/{model}",
     )
@@ -131,38 +80,24 @@ def build_document(upsert_path: str, max_body_bytes: int, *, read: bool = False)
         "A runtime-strategy snapshot. Unknown fields are ignored. Beyond this schema: "
         "strategy_version must be a JSON integer literal (not 1.0); no string may contain "
         "U+0000 or a lone surrogate; strategy_synced_at must name an instant in the years "
-        "0001-9999 once converted to UTC; personality nests at most 32 levels of objects "
-        "and arrays, itself being level 1."
+        "0001-9999 once converted to UTC; personality nests at most "
+        f"{MAX_PERSONALITY_DEPTH} levels of objects and arrays, itself being level 1."
     )
     request_id_header = {
         "description": "The request's id: the client's X-Request-ID if sane, else a new one.",
         "required": True,
-        "schema": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$"},
+        "schema": {"type": "string", "pattern": f"^{REQUEST_ID_PATTERN}$"},
     }
-
-    def answer(description: str, schema: dict[str, Any], **headers: Any) -> dict[str, Any]:
-        return {
-            "description": description,
-            "headers": {"X-Request-ID": {"$ref": "#/components/headers/RequestId"}, **headers},
-            "content": _json(schema),
-        }
-
-    error = _ref("ErrorResponse")
-    paths: dict[str, Any] = {
-        upsert_path: {"post": _upsert_operation(answer, error, max_body_bytes)}
-    }
+    paths: dict[str, Any] = {upsert_path: {"post": _upsert_operation(max_body_bytes)}}
     paths["/healthz"] = {
         "get": {
             "operationId": "health",
             "summary": "Whether the store answers a cheap check (no token needed)",
-            "responses": {
-                "200": answer("The store answered.", _ref("HealthResponse")),
-                "503": answer("The store did not answer in time.", _ref("HealthResponse")),
-            },
+            "responses": _responses(HEALTH_ANSWERS),
         }
     }
     if read:
-        paths["/runtime-snapshots/{account_id}"] = {"get": _read_operation(answer, error)}
+        paths["/runtime-snapshots/{account_id}"] = {"get": _read_operation()}
     return {
         "openapi": "3.1.0",
         "info": {
@@ -189,8 +124,30 @@ def build_document(upsert_path: str, max_body_bytes: int, *, read: bool = False)
     }
 
 
-def _upsert_operation(answer: Any, error: dict[str, Any], max_body_bytes: int) -> dict[str, Any]:
-    operation: dict[str, Any] = {
+def _responses(families: tuple[Family, ...]) -> dict[str, Any]:
+    """An operation's ``responses``: one per status, from the answers' own definitions."""
+    responses: dict[str, Any] = {}
+    for family in families:
+        schemas = [_ref(name) for name in family.schemas]
+        first = next(iter(family.examples.values()))
+        sent = {name.decode("ascii"): value.decode("ascii") for name, value in first.headers}
+        headers: dict[str, Any] = {"X-Request-ID": {"$ref": "#/components/headers/RequestId"}}
+        for name in family.headers:
+            headers[name] = {"required": True, "schema": {"const": sent[name.lower()]}}
+        content = {
+            "schema": schemas[0] if len(schemas) == 1 else {"oneOf": schemas},
+            "examples": {name: {"value": a.content} for name, a in family.examples.items()},
+        }
+        responses[str(family.status)] = {
+            "description": family.description,
+            "headers": headers,
+            "content": {"application/json": content},
+        }
+    return responses
+
+
+def _upsert_operation(max_body_bytes: int) -> dict[str, Any]:
+    return {
         "operationId": "upsertRuntimeSnapshot",
         "summary": "Store an account's runtime-strategy snapshot unless it is stale",
         "description": (
@@ -214,42 +171,11 @@ def _upsert_operation(answer: Any, error: dict[str, Any], max_body_bytes: int) -
             "required": True,
             "content": _json(_ref("SnapshotRequest")),
         },
-        "responses": {
-            "200": answer(
-                "Applied (upserted) or ignored as stale (ignored_stale).",
-                {"oneOf": [_ref("UpsertedResponse"), _ref("IgnoredStaleResponse")]},
-            ),
-            "401": answer(
-                "Missing or invalid bearer token.",
-                error,
-                **{
-                    "WWW-Authenticate": {
-                        "required": True,
-                        "schema": {"const": "Bearer"},
-                    }
-                },
-            ),
-            "404": answer("Account not found, inactive, or not visible.", error),
-            "408": answer(
-                "The body did not arrive within the body timeout; nothing stored.",
-                error,
-            ),
-            "413": answer(f"Request body exceeds {max_body_bytes} bytes.", error),
-            "422": answer(
-                "Body not JSON (or Content-Type not application/json or +json), "
-                "not an object, or a field breaks its rule.",
-                _ref("ValidationErrorResponse"),
-            ),
-            "500": answer(
-                "The store failed; nothing was written; the body says no more.",
-                error,
-            ),
-        },
+        "responses": _responses(upsert_answers(max_body_bytes)),
     }
-    return operation
 
 
-def _read_operation(answer: Any, error: dict[str, Any]) -> dict[str, Any]:
+def _read_operation() -> dict[str, Any]:
     return {
         "operationId": "readRuntimeSnapshot",
         "summary": "The snapshot stored for an account (enabled with read=True)",
@@ -257,12 +183,7 @@ def _read_operation(answer: Any, error: dict[str, Any]) -> dict[str, Any]:
         "parameters": [
             {"name": "account_id", "in": "path", "required": True, "schema": {"type": "string"}}
         ],
-        "responses": {
-            "200": answer("The stored snapshot, as `show` prints it.", _ref("SnapshotRequest")),
-            "401": answer("Missing or invalid bearer token.", error),
-            "404": answer("Account not visible, or nothing stored for it.", error),
-            "500": answer("The store failed; the body says no more.", error),
-        },
+        "responses": _responses(READ_ANSWERS),
     }
 
 

@@ -25,6 +25,7 @@ __all__ = [
     "ACCESS_MESSAGE",
     "LOGGER_NAME",
     "OUTCOMES",
+    "REQUEST_ID_PATTERN",
     "AccessHandler",
     "AccessLine",
     "Metrics",
@@ -42,7 +43,9 @@ LOGGER_NAME = "runtime_snapshot_mount"
 ACCESS_LOGGER_NAME = "runtime_snapshot_mount.access"
 OUTCOMES = ("applied", "ignored", "read", "rejected", "failed")
 
-_SANE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}", re.ASCII)
+REQUEST_ID_PATTERN = r"[A-Za-z0-9._-]{1,64}"
+"""A sane request id, as a client may send one in ``X-Request-ID``."""
+_SANE_ID = re.compile(REQUEST_ID_PATTERN, re.ASCII)
 _request_id: ContextVar[str | None] = ContextVar("runtime_snapshot_mount_request_id", default=None)
 
 

@@ -29,7 +29,10 @@ from pydantic_core import core_schema as cs
 from .timestamps import format_instant, parse_instant
 
 __all__ = [
+    "MAX_LABEL",
     "MAX_PERSONALITY_DEPTH",
+    "MAX_SKILLS",
+    "MAX_TEXT",
     "MAX_VERSION",
     "SNAPSHOT_FIELDS",
     "Account",
@@ -40,8 +43,15 @@ __all__ = [
 ]
 
 MAX_VERSION = 2**63 - 1
+"""The largest ``strategy_version`` (a signed 64-bit integer)."""
 MAX_PERSONALITY_DEPTH = 32
-MAX_TEXT, MAX_LABEL, MAX_SKILLS = 255, 1000, 256
+"""How many levels of objects and arrays ``personality`` may nest, itself being level 1."""
+MAX_TEXT = 255
+"""The longest id or hash, in characters (``account_id``, ``snapshot_id``, a skill...)."""
+MAX_LABEL = 1000
+"""The longest ``stage`` or ``active_action``, in characters."""
+MAX_SKILLS = 256
+"""The most ``active_skills`` a snapshot lists."""
 
 
 def check_text(value: str) -> str:
@@ -125,7 +135,8 @@ Personality = Annotated[
     AfterValidator(_check_personality),
     Field(
         description=(
-            "Any JSON object, at most 32 levels deep; stored and returned as the same JSON value."
+            f"Any JSON object, at most {MAX_PERSONALITY_DEPTH} levels deep; stored and returned "
+            "as the same JSON value."
         )
     ),
 ]

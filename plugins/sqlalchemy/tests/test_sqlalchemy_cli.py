@@ -7,7 +7,6 @@ import contextlib
 import importlib.util
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from rsm_support import wait_until_listening
 from sqlalchemy import create_engine, inspect, text
 from support_sqlalchemy import (
     API_KEY,
@@ -39,19 +39,6 @@ def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*COMMAND, *args], cwd=cwd, capture_output=True, text=True, timeout=60, check=False
     )
-
-
-def wait_until_listening(process: subprocess.Popen[bytes], port: int, log: Path) -> None:
-    """Poll the port; a bounded loop, not a timed assertion."""
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"the server exited ({process.returncode}):\n{log.read_text()}")
-        with contextlib.suppress(OSError):
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        time.sleep(0.1)
-    pytest.fail(f"the server did not listen within 30 s:\n{log.read_text()}")
 
 
 @contextlib.contextmanager

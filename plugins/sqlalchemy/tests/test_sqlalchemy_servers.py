@@ -6,16 +6,15 @@ import asyncio
 import contextlib
 import json
 import random
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
+from rsm_support import wait_until_listening
 from runtime_snapshot_mount_sqlalchemy import SQLAlchemyStore
 from sqlalchemy import create_engine
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -46,7 +45,7 @@ def serving(store_url: str, log: Path, *options: str) -> Iterator[str]:
     with log.open("wb") as output:
         process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
         try:
-            _wait_until_listening(process, port, log)
+            wait_until_listening(process, port, log)
             yield f"http://127.0.0.1:{port}"
         finally:
             process.terminate()
@@ -55,18 +54,6 @@ def serving(store_url: str, log: Path, *options: str) -> Iterator[str]:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-
-
-def _wait_until_listening(process: subprocess.Popen[bytes], port: int, log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"the server exited ({process.returncode}):\n{log.read_text()}")
-        with contextlib.suppress(OSError):
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        time.sleep(0.1)
-    pytest.fail(f"the server did not listen within 30 s:\n{log.read_text()}")
 
 
 def show(account_id: str, store_url: str) -> subprocess.CompletedProcess[str]:

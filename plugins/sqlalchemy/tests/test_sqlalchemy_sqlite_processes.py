@@ -6,12 +6,10 @@ Each test starts real processes (bounded by timeouts) on a file in ``tmp_path``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import random
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -21,6 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
+from rsm_support import wait_until_listening
 from support_sqlalchemy import API_KEY, AUTH, UPSERT, Database, free_port, request_body
 
 pytestmark = pytest.mark.sqlite
@@ -141,18 +140,6 @@ def _start_server(path: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
         )
 
 
-def _wait_until_listening(process: subprocess.Popen[bytes], port: int, log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"the server exited ({process.returncode}):\n{log.read_text()}")
-        with contextlib.suppress(OSError):
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        time.sleep(0.1)
-    pytest.fail(f"the server did not listen within 30 s:\n{log.read_text()}")
-
-
 async def _load(base: str, acknowledged: dict[str, int], stop: asyncio.Event) -> None:
     """32 clients, each raising its own account's version after every acknowledged upsert,
     until ``stop`` or the server is gone."""
@@ -186,7 +173,7 @@ def test_every_acknowledged_write_survives_kill_9_of_the_server_under_load(
     process = _start_server(path, port, log)
     acknowledged: dict[str, int] = {}
     try:
-        _wait_until_listening(process, port, log)
+        wait_until_listening(process, port, log)
 
         async def run() -> None:
             stop = asyncio.Event()

@@ -44,7 +44,7 @@ from sqlalchemy.sql.elements import BindParameter, ColumnElement
 from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
-from runtime_snapshot_mount import Snapshot, format_instant
+from runtime_snapshot_mount import MAX_LABEL, MAX_TEXT, Snapshot, format_instant
 
 __all__ = [
     "COLUMNS",
@@ -64,8 +64,6 @@ DEFAULT_TABLE_NAME = "runtime_snapshots"
 COLUMNS = tuple(field.name for field in dataclasses.fields(Snapshot))
 """The table's columns: one per field of :class:`~runtime_snapshot_mount.Snapshot`, named alike."""
 _MYSQL_DIALECTS = ("mysql", "mariadb")
-_TEXT_LENGTH = 255
-_LABEL_LENGTH = 1000
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -164,13 +162,13 @@ def _at_utc(element: _UTCWallTime, compiler: SQLCompiler, **kw: Any) -> str:
 
 
 class AccountKey(TypeDecorator[str]):
-    """``VARCHAR(255)``; on MySQL/MariaDB with a binary no-pad ``utf8mb4`` collation.
+    """``VARCHAR(MAX_TEXT)``; on MySQL/MariaDB with a binary no-pad ``utf8mb4`` collation.
 
     A case-insensitive or space-padding collation would make ``"Ab"``, ``"ab"`` and
     ``"ab "`` one primary key, so three accounts would share one snapshot.
     """
 
-    impl = String(_TEXT_LENGTH)
+    impl = String(MAX_TEXT)
     cache_ok = True
 
     def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
@@ -178,9 +176,9 @@ class AccountKey(TypeDecorator[str]):
             is_mariadb = getattr(dialect, "is_mariadb", False)
             collation = "utf8mb4_nopad_bin" if is_mariadb else "utf8mb4_0900_bin"
             return dialect.type_descriptor(
-                mysql.VARCHAR(_TEXT_LENGTH, charset="utf8mb4", collation=collation)
+                mysql.VARCHAR(MAX_TEXT, charset="utf8mb4", collation=collation)
             )
-        return dialect.type_descriptor(String(_TEXT_LENGTH))
+        return dialect.type_descriptor(String(MAX_TEXT))
 
 
 class JSONText(TypeDecorator[Any]):
@@ -230,13 +228,13 @@ def snapshot_table(
         name,
         metadata,
         Column("account_id", AccountKey(), primary_key=True),
-        Column("ugc_account_id", String(_TEXT_LENGTH), nullable=False),
-        Column("snapshot_id", String(_TEXT_LENGTH), nullable=False),
+        Column("ugc_account_id", String(MAX_TEXT), nullable=False),
+        Column("snapshot_id", String(MAX_TEXT), nullable=False),
         Column("strategy_version", BigInteger(), nullable=False),
-        Column("content_hash", String(_TEXT_LENGTH), nullable=False),
+        Column("content_hash", String(MAX_TEXT), nullable=False),
         Column("strategy_synced_at", UTCDateTime(), nullable=False),
-        Column("stage", String(_LABEL_LENGTH), nullable=True),
-        Column("active_action", String(_LABEL_LENGTH), nullable=True),
+        Column("stage", String(MAX_LABEL), nullable=True),
+        Column("active_action", String(MAX_LABEL), nullable=True),
         Column("active_skills", snapshot_json(), nullable=True),
         Column("personality", snapshot_json(), nullable=False),
         schema=schema,
