@@ -13,6 +13,7 @@ import os
 import select
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, BinaryIO
 
 import pytest
@@ -127,6 +128,20 @@ def test_a_closed_output_loses_lines_without_an_error_or_a_wait(
     writer.put(b"nobody reads this\n")
     assert writer.flush(timeout=None) is False  # returns at once: the output is gone
     writer.close()
+
+
+def test_closing_the_stream_neither_stops_the_writer_nor_sends_lines_elsewhere(
+    tmp_path: Path,
+) -> None:
+    stream = (tmp_path / "log").open("w", encoding="utf-8")
+    writer = BatchWriter(stream, max_backlog=1 << 20, report=report)
+    stream.close()
+    with (tmp_path / "other").open("w", encoding="utf-8"):  # likely on the freed number
+        writer.put(b"still written\n")
+        assert writer.flush()
+        writer.close()
+    assert (tmp_path / "log").read_text() == "still written\n"
+    assert (tmp_path / "other").read_text() == ""
 
 
 def test_after_close_put_writes_on_the_callers_thread() -> None:

@@ -38,32 +38,48 @@ _ATOMIC_WRITE = select.PIPE_BUF
 _SHUTDOWN_WAIT_S = 5.0
 
 
-def _raw_output(stream: TextIO) -> Callable[[memoryview], int]:
-    """A function writing bytes to ``stream``'s file descriptor (os.write, no buffer of
-    Python's in between), or, for a stream without one (a :class:`io.StringIO`), to
-    ``stream`` itself as text."""
+class _TextOutput:
+    """Bytes written to a text stream, decoded (a stream without a file descriptor, such
+    as :class:`io.StringIO`, or any stream once the writer is closed)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def write(self, data: memoryview) -> int:
+        self.stream.write(bytes(data).decode("utf-8", "replace"))
+        self.stream.flush()
+        return len(data)
+
+    def close(self) -> None:
+        """Leave the stream open: it is not ours."""
+
+
+class _FileOutput:
+    """Bytes written to a copy of a stream's file descriptor: one system call per write, no
+    buffer of Python's in between, and never a descriptor that closing the stream frees for
+    another file."""
+
+    def __init__(self, fd: int) -> None:
+        self.file = io.FileIO(os.dup(fd), "w")
+
+    def write(self, data: memoryview) -> int:
+        written = self.file.write(data)
+        if written is None:  # someone made the file non-blocking: wait, then again
+            select.select([], [self.file], [])
+            return 0
+        return written
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def _output(stream: TextIO) -> _TextOutput | _FileOutput:
     try:
         fd = stream.fileno()
     except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
-        fd = -1
-    if fd >= 0:
-        stream.flush()  # what Python's buffer holds goes first
-
-        def write_fd(data: memoryview) -> int:
-            try:
-                return os.write(fd, data)
-            except BlockingIOError:  # someone made the file non-blocking: wait, then again
-                select.select([], [fd], [])
-                return 0
-
-        return write_fd
-
-    def write_text(data: memoryview) -> int:
-        stream.write(bytes(data).decode("utf-8", "replace"))
-        stream.flush()
-        return len(data)
-
-    return write_text
+        return _TextOutput(stream)
+    stream.flush()  # what Python's buffer holds goes first
+    return _FileOutput(fd)
 
 
 class BatchWriter:
@@ -73,13 +89,14 @@ class BatchWriter:
     At most ``max_backlog`` bytes wait (or are being written); a chunk that does not fit is
     dropped and its lines counted, and once everything waiting has been written, the line
     ``report(count)`` returns is written. :meth:`close` writes what waits and stops the
-    thread; :meth:`put` after it writes on the caller's thread. A process forked from this
-    one starts a thread of its own on its first :meth:`put`.
+    thread; :meth:`put` after it writes to ``stream`` on the caller's thread. A process forked
+    from this one starts a thread of its own on its first :meth:`put`.
     """
 
     def __init__(self, stream: TextIO, *, max_backlog: int, report: Callable[[int], bytes]) -> None:
         self.max_backlog = max_backlog
-        self._write = _raw_output(stream)
+        self._stream = stream
+        self._output = _output(stream)
         self._report = report
         self._start()
 
@@ -131,12 +148,16 @@ class BatchWriter:
             return not (self._backlog or self._dropped)
 
     def close(self, timeout: float | None = _SHUTDOWN_WAIT_S) -> None:
-        """Write what waits (at most ``timeout`` seconds), then stop the thread."""
+        """Write what waits (at most ``timeout`` seconds), then stop the thread; from then
+        on, lines go to the stream itself."""
         with self._changed:
             self._closed = True
             self._changed.notify_all()
         if self._pid == os.getpid() and self._thread is not threading.current_thread():
             self._thread.join(0 if self._stalled else timeout)
+        if not self._thread.is_alive():
+            output, self._output = self._output, _TextOutput(self._stream)
+            output.close()
 
     def _run(self) -> None:
         while True:
@@ -174,7 +195,7 @@ class BatchWriter:
                 stop = end
             try:
                 while start < stop:
-                    start += self._write(view[start:stop])
+                    start += self._output.write(view[start:stop])
             except (OSError, ValueError):
                 with self._changed:
                     self._dropped += data.count(b"\n", start)
