@@ -18,19 +18,18 @@ import contextlib
 import logging
 import os
 import re
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import answers, logging_setup
-from .app import DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_BODY_BYTES, create_app, route_path
+from .app import create_app, route_path
 from .memory import MemoryStoreOpener
 from .operations import LOGGER_NAME, new_request_id
 from .plugins import ConfigurationError, Plugins
+from .settings import DEFAULT_STORE, ENVIRONMENT, Settings
 from .static import AnyAccount, load_accounts_file
 
 __all__ = [
@@ -43,164 +42,30 @@ __all__ = [
     "create_app_from_env",
     "create_tables",
     "is_process_local",
+    "is_sqlalchemy_url",
     "open_store",
     "sqlite_file",
 ]
 
-DEFAULT_STORE = "sqlite:///runtime-snapshots.db"
 METRICS_PATH = "/metrics"
 CREATE_TABLES_ATTEMPTS = 3
 _CREATE_TABLES_PAUSE_S = 0.25
 _SQLALCHEMY_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mariadb", "oracle", "mssql")
-_TRUE = ("1", "true", "yes", "on")
-_FALSE = ("0", "false", "no", "off", "")
-
-ENVIRONMENT: dict[str, str] = {
-    "RSM_STORE": f"store URL (default {DEFAULT_STORE}, relative to the working directory)",
-    "RSM_API_KEYS": "accepted bearer tokens, comma-separated (rotation)",
-    "PHONEFARM_API_KEY": "one more accepted bearer token",
-    "RSM_ACCOUNTS": "path of a JSON array of {account_id, active}; unset: every account id",
-    "RSM_MAX_BODY_BYTES": f"largest accepted body in bytes (default {DEFAULT_MAX_BODY_BYTES})",
-    "RSM_BODY_TIMEOUT": f"seconds to send the body, else 408; 0: no limit "
-    f"(default {DEFAULT_BODY_TIMEOUT:g})",
-    "RSM_OPENAPI": "true: also serve the OpenAPI document at /openapi.json (default false)",
-    "RSM_READ": "true: also serve GET /runtime-snapshots/{account_id} (default false)",
-    "RSM_METRICS": "true: also serve Prometheus metrics at /metrics (extra [prometheus]; "
-    "with several workers set PROMETHEUS_MULTIPROC_DIR, as serve --metrics does)",
-    "RSM_CREATE_TABLES": "true: create the store's table at start-up if missing (default true)",
-    "RSM_ACCESS_LOG": "false: no access record per request (default true)",
-    "RSM_LOG_LEVEL": "critical, error, warning, info or debug (default info)",
-    "RSM_LOG_FORMAT": "text or json, one JSON object per line (default text)",
-}
-"""The environment variables :func:`create_app_from_env` reads, with what each means."""
 
 logger = logging.getLogger(LOGGER_NAME)
 
 
-def _flag(environ: Mapping[str, str], name: str, default: bool) -> bool:
-    value = environ.get(name)
-    if value is None:
-        return default
-    lowered = value.strip().lower()
-    if lowered in _TRUE:
-        return True
-    if lowered in _FALSE:
-        return False
-    raise ConfigurationError(f"{name} must be true or false, not {value!r}")
+def is_sqlalchemy_url(url: str) -> bool:
+    """True for a URL whose scheme the SQLAlchemy plugin opens (``sqlite:``,
+    ``postgresql+asyncpg:``, ...)."""
+    return url.partition(":")[0].partition("+")[0].lower() in _SQLALCHEMY_SCHEMES
 
 
-def _number(environ: Mapping[str, str], name: str, kind: type[int] | type[float]) -> Any:
-    value = environ[name]
-    try:
-        return kind(value.strip())
-    except ValueError:
-        what = "an integer" if kind is int else "a number"
-        raise ConfigurationError(f"{name} must be {what}, not {value!r}") from None
-
-
-@dataclass(frozen=True)
-class Settings:
-    """What the standalone server serves, and how it logs.
-
-    :meth:`from_environ` reads them from the variables of :data:`ENVIRONMENT`;
-    :meth:`to_environ` writes them back, which is how ``serve`` hands them to its workers.
-    """
-
-    api_keys: tuple[str, ...]
-    store: str = DEFAULT_STORE
-    accounts: str | None = None
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-    body_timeout: float | None = DEFAULT_BODY_TIMEOUT
-    openapi: bool = False
-    read: bool = False
-    metrics: bool = False
-    create_tables: bool = True
-    access_log: bool = True
-    log_level: str = "info"
-    log_format: str = "text"
-
-    def __post_init__(self) -> None:
-        if not self.api_keys:
-            raise ConfigurationError(
-                "no API key: pass --api-key KEY, or set RSM_API_KEYS or PHONEFARM_API_KEY"
-            )
-        for key in self.api_keys:
-            if not key.strip():
-                raise ConfigurationError("an API key must not be empty")
-            if "," in key or key != key.strip():
-                raise ConfigurationError(
-                    "an API key must not hold a comma or surrounding spaces (RFC 6750 token)"
-                )
-        if not self.store:
-            raise ConfigurationError("the store URL must not be empty")
-        if self.max_body_bytes < 1:
-            raise ConfigurationError("--max-body-bytes (RSM_MAX_BODY_BYTES) must be at least 1")
-        if self.body_timeout is not None and not self.body_timeout > 0:  # NaN too
-            raise ConfigurationError(
-                "--body-timeout (RSM_BODY_TIMEOUT) must be a number of seconds, or 0 for no limit"
-            )
-        if self.log_level.lower() not in logging_setup.LOG_LEVELS:
-            levels = ", ".join(logging_setup.LOG_LEVELS)
-            raise ConfigurationError(f"the log level must be one of {levels}")
-        if self.log_format not in logging_setup.LOG_FORMATS:
-            formats = ", ".join(logging_setup.LOG_FORMATS)
-            raise ConfigurationError(f"the log format must be one of {formats}")
-
-    @classmethod
-    def from_environ(cls, environ: Mapping[str, str], api_keys: Iterable[str] = ()) -> Settings:
-        """The settings the variables of :data:`ENVIRONMENT` in ``environ`` describe, with
-        ``api_keys`` accepted too.
-
-        Raises :class:`ConfigurationError` with a one-line reason naming the variable.
-        """
-        keys = [key.strip() for key in environ.get("RSM_API_KEYS", "").split(",")]
-        keys = [key for key in keys if key]
-        if environ.get("PHONEFARM_API_KEY", "").strip():
-            keys.append(environ["PHONEFARM_API_KEY"].strip())
-        keys.extend(api_keys)
-        options: dict[str, Any] = {"api_keys": tuple(dict.fromkeys(keys))}
-        if environ.get("RSM_STORE", "").strip():
-            options["store"] = environ["RSM_STORE"].strip()
-        if environ.get("RSM_ACCOUNTS", "").strip():
-            options["accounts"] = environ["RSM_ACCOUNTS"].strip()
-        if environ.get("RSM_MAX_BODY_BYTES", "").strip():
-            options["max_body_bytes"] = _number(environ, "RSM_MAX_BODY_BYTES", int)
-        if environ.get("RSM_BODY_TIMEOUT", "").strip():
-            timeout = _number(environ, "RSM_BODY_TIMEOUT", float)
-            options["body_timeout"] = None if timeout == 0 else timeout
-        options["openapi"] = _flag(environ, "RSM_OPENAPI", False)
-        options["read"] = _flag(environ, "RSM_READ", False)
-        options["metrics"] = _flag(environ, "RSM_METRICS", False)
-        options["create_tables"] = _flag(environ, "RSM_CREATE_TABLES", True)
-        options["access_log"] = _flag(environ, "RSM_ACCESS_LOG", True)
-        if environ.get("RSM_LOG_LEVEL", "").strip():
-            options["log_level"] = environ["RSM_LOG_LEVEL"].strip().lower()
-        if environ.get("RSM_LOG_FORMAT", "").strip():
-            options["log_format"] = environ["RSM_LOG_FORMAT"].strip().lower()
-        return cls(**options)
-
-    def to_environ(self) -> dict[str, str]:
-        """The variables that :meth:`from_environ` reads back as these settings."""
-        return {
-            "RSM_STORE": self.store,
-            "RSM_API_KEYS": ",".join(self.api_keys),
-            "RSM_ACCOUNTS": self.accounts or "",
-            "RSM_MAX_BODY_BYTES": str(self.max_body_bytes),
-            "RSM_BODY_TIMEOUT": "0" if self.body_timeout is None else repr(self.body_timeout),
-            "RSM_OPENAPI": str(self.openapi).lower(),
-            "RSM_READ": str(self.read).lower(),
-            "RSM_METRICS": str(self.metrics).lower(),
-            "RSM_CREATE_TABLES": str(self.create_tables).lower(),
-            "RSM_ACCESS_LOG": str(self.access_log).lower(),
-            "RSM_LOG_LEVEL": self.log_level,
-            "RSM_LOG_FORMAT": self.log_format,
-        }
-
-    def account_source(self) -> object:
-        """The accounts plugin: the accounts file's list, or every account id."""
-        if self.accounts is None:
-            return AnyAccount()
-        return load_accounts_file(self.accounts)
+def _account_source(settings: Settings) -> object:
+    """The accounts plugin: the accounts file's list, or every account id."""
+    if settings.accounts is None:
+        return AnyAccount()
+    return load_accounts_file(settings.accounts)
 
 
 def is_process_local(url: str) -> bool:
@@ -237,8 +102,7 @@ async def open_store(url: str) -> tuple[object, Plugins]:
     opener = Plugins(builtins=[MemoryStoreOpener()], require_store=False)
     store = await opener.store_from_url(url)
     if store is None:
-        scheme = url.partition(":")[0].partition("+")[0].lower()
-        if scheme in _SQLALCHEMY_SCHEMES:
+        if is_sqlalchemy_url(url):
             raise ConfigurationError(
                 f"the store URL {url!r} needs the SQLAlchemy plugin: "
                 "pip install 'runtime-snapshot-mount[sqlalchemy]'"
@@ -306,7 +170,7 @@ class StandaloneApp:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.accounts = settings.account_source()
+        self.accounts = _account_source(settings)
         self.app: ASGIApp | None = None
         self.plugins: Plugins | None = None
         self.metrics: ASGIApp | None = None  # GET /metrics, with settings.metrics
