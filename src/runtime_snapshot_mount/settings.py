@@ -80,43 +80,39 @@ def _text(text: str) -> str:
     return text
 
 
-def _integer(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise ValueError("an integer") from None
+def _converted(convert: Callable[[str], _T], what: str) -> Callable[[str], _T]:
+    """``convert``, raising a :class:`ValueError` that says what the text must be."""
+
+    def parse(text: str) -> _T:
+        try:
+            return convert(text)
+        except ValueError:
+            raise ValueError(what) from None
+
+    return parse
 
 
-def _at_least_1(value: int | None) -> None:
-    if value is not None and value < 1:
-        raise ValueError("at least 1")
+def _bound(holds: Callable[[Any], bool], what: str) -> Callable[[Any], None]:
+    """A check that a value (unless ``None``) ``holds``, else says what it must be."""
+
+    def check(value: Any) -> None:
+        if value is not None and not holds(value):
+            raise ValueError(what)
+
+    return check
 
 
-def _port(value: int) -> None:
-    if not 0 <= value <= 65535:
-        raise ValueError("a port number in 0-65535")
-
-
-def _number(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise ValueError("a number") from None
-
-
-def _positive_seconds(value: float | None) -> None:
-    if value is not None and not value > 0:  # NaN too
-        raise ValueError("a positive number of seconds")
+_integer = _converted(int, "an integer")
+_number = _converted(float, "a number")
+_at_least_1 = _bound(lambda value: value >= 1, "at least 1")
+_port = _bound(lambda value: 0 <= value <= 65535, "a port number in 0-65535")
+_positive_seconds = _bound(lambda value: value > 0, "a positive number of seconds")  # not NaN
+_some_seconds = _bound(lambda value: value > 0, "a number of seconds, or 0 for no limit")
 
 
 def _seconds_or_0(text: str) -> float | None:
     seconds = _number(text)
     return None if seconds == 0 else seconds
-
-
-def _some_seconds(value: float | None) -> None:
-    if value is not None and not value > 0:  # NaN too
-        raise ValueError("a number of seconds, or 0 for no limit")
 
 
 def _boolean(text: str) -> bool:
@@ -155,6 +151,8 @@ SECONDS = Kind(_number, _positive_seconds, lambda value: f"{value:g}")
 TIMEOUT = Kind(_seconds_or_0, _some_seconds, lambda value: "0" if value is None else f"{value:g}")
 BOOLEAN = Kind(_boolean, show=lambda value: str(value).lower())
 KEYS = Kind(_keys, show=",".join)
+LEVEL = _choice("a log level", LOG_LEVELS)
+FORMAT = _choice("a log format", LOG_FORMATS)
 
 
 @dataclass(frozen=True)
@@ -175,6 +173,13 @@ def option(default: _T, help: str, **details: Any) -> _T:
     """A settings field: its default, its help, and the :class:`Option` details."""
     spec = Option(help, **details)
     return dataclasses.field(default=default, metadata={"option": spec})
+
+
+def switch(default: bool, help: str, flag: str | None, env: str | None = None) -> bool:
+    """An on/off setting: ``flag`` (if any) takes no value and sets the other state."""
+    return option(
+        default, help, kind=BOOLEAN, env=(env,) if env else (), flag=flag, switch=not default
+    )
 
 
 def options(cls: type[Any]) -> Iterator[tuple[dataclasses.Field[Any], Option]]:
@@ -267,63 +272,49 @@ class Settings:
         flag="--body-timeout",
         metavar="SECONDS",
     )
-    openapi: bool = option(
+    openapi: bool = switch(
         False,
         "also serve the OpenAPI document at /openapi.json",
-        kind=BOOLEAN,
-        env=("RSM_OPENAPI",),
-        flag="--openapi",
-        switch=True,
+        "--openapi",
+        "RSM_OPENAPI",
     )
-    read: bool = option(
+    read: bool = switch(
         False,
         "also serve GET /runtime-snapshots/{account_id}, the stored snapshot (with the "
         "upsert's token check and account visibility)",
-        kind=BOOLEAN,
-        env=("RSM_READ",),
-        flag="--read",
-        switch=True,
+        "--read",
+        "RSM_READ",
     )
-    metrics: bool = option(
+    metrics: bool = switch(
         False,
         "also serve Prometheus metrics at GET /metrics, summed over every worker (extra "
         "[prometheus]); serve points PROMETHEUS_MULTIPROC_DIR at an empty directory for its "
         "workers, other servers with several workers need it set before they start",
-        kind=BOOLEAN,
-        env=("RSM_METRICS",),
-        flag="--metrics",
-        switch=True,
+        "--metrics",
+        "RSM_METRICS",
     )
-    create_tables: bool = option(
+    create_tables: bool = switch(
         True,
         "create the store's table at start-up if it is missing (serve does it once, before "
         "its workers start)",
-        kind=BOOLEAN,
-        env=("RSM_CREATE_TABLES",),
+        None,
+        "RSM_CREATE_TABLES",
     )
-    access_log: bool = option(
+    access_log: bool = switch(
         True,
         "one access line per request (--no-access-log: none)",
-        kind=BOOLEAN,
-        env=("RSM_ACCESS_LOG",),
-        flag="--no-access-log",
-        switch=False,
+        "--no-access-log",
+        "RSM_ACCESS_LOG",
     )
     log_level: str = option(
-        "info",
-        "least level logged",
-        kind=_choice("a log level", LOG_LEVELS),
-        env=("RSM_LOG_LEVEL",),
-        flag="--log-level",
-        metavar="LEVEL",
+        "info", "least level logged", kind=LEVEL, env=("RSM_LOG_LEVEL",), flag="--log-level"
     )
     log_format: str = option(
         "text",
         "text lines, or json: one JSON object per line",
-        kind=_choice("a log format", LOG_FORMATS),
+        kind=FORMAT,
         env=("RSM_LOG_FORMAT",),
         flag="--log-format",
-        metavar="FORMAT",
     )
 
     def __post_init__(self) -> None:
@@ -422,13 +413,11 @@ class ServeOptions:
         metavar="PATH",
         default_text="none",
     )
-    proxy_headers: bool = option(
+    proxy_headers: bool = switch(
         False,
         "take the client address and scheme from X-Forwarded-* headers of the "
         "--forwarded-allow-ips",
-        kind=BOOLEAN,
-        flag="--proxy-headers",
-        switch=True,
+        "--proxy-headers",
     )
     forwarded_allow_ips: str = option(
         "127.0.0.1",
