@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from runtime_snapshot_mount import ConfigurationError
-from runtime_snapshot_mount.settings import (
+from runtime_snapshot_mount.server.settings import (
     ENVIRONMENT,
     ServeOptions,
     Settings,
@@ -28,7 +28,7 @@ def test_the_deployment_docs_show_the_generated_option_table() -> None:
     found = GENERATED.search(DEPLOYMENT.read_text(encoding="utf-8"))
     assert found is not None, "docs/deployment.md lost its generated option table"
     assert found.group(1) == markdown_table(), (
-        "regenerate the table: python -m runtime_snapshot_mount.settings"
+        "regenerate the table: python -m runtime_snapshot_mount.server.settings"
     )
 
 

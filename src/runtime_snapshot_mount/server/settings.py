@@ -2,9 +2,10 @@
 
 Every option is one field of :class:`Settings` (what the served app is) or of
 :class:`ServeOptions` (how ``serve`` runs uvicorn), declared with :func:`option`: its name and
-type are the field's, and the declaration holds its default, its environment variables, its
-command-line flag, its help and its validation (a :class:`Kind`). Everything else is derived
-from these declarations:
+type are the field's, and the declaration holds its default, its help and its validation (a
+:class:`Kind`). Its flag is ``--`` and its name (``max_body_bytes``: ``--max-body-bytes``) and
+its environment variable ``RSM_`` and its name in capitals (``RSM_MAX_BODY_BYTES``), unless
+the declaration names others. Everything else is derived from these declarations:
 
 - the ``serve``, ``show`` and ``create-tables`` arguments (:func:`add_arguments`, and
   :func:`from_arguments` to read them back);
@@ -32,11 +33,11 @@ import dataclasses
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
-from .app import DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_BODY_BYTES
+from ..extend.plugins import ConfigurationError
+from ..request.app import DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_BODY_BYTES
 from .logging_setup import LOG_FORMATS, LOG_LEVELS
-from .plugins import ConfigurationError
 
 __all__ = [
     "DEFAULT_STORE",
@@ -57,6 +58,7 @@ DEFAULT_STORE = "sqlite:///runtime-snapshots.db"
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 _T = TypeVar("_T")
+DERIVED = "--"  # a flag, or a variable, named after its field
 
 
 def _nothing_more(value: Any) -> None:
@@ -74,6 +76,7 @@ class Kind:
     parse: Callable[[str], Any]
     check: Callable[[Any], None] = _nothing_more
     show: Callable[[Any], str] = str
+    metavar: str | None = None  # what the help calls the value
 
 
 def _text(text: str) -> str:
@@ -144,13 +147,15 @@ def _file(text: str) -> str:
 
 
 TEXT = Kind(_text)
-FILE = Kind(_file, show=lambda value: value or "")
-COUNT = Kind(_integer, _at_least_1)
+FILE = Kind(_file, show=lambda value: value or "", metavar="FILE")
+COUNT = Kind(_integer, _at_least_1, metavar="N")
 PORT = Kind(_integer, _port)
-SECONDS = Kind(_number, _positive_seconds, lambda value: f"{value:g}")
-TIMEOUT = Kind(_seconds_or_0, _some_seconds, lambda value: "0" if value is None else f"{value:g}")
+SECONDS = Kind(_number, _positive_seconds, lambda value: f"{value:g}", "SECONDS")
+TIMEOUT = Kind(
+    _seconds_or_0, _some_seconds, lambda value: "0" if value is None else f"{value:g}", "SECONDS"
+)
 BOOLEAN = Kind(_boolean, show=lambda value: str(value).lower())
-KEYS = Kind(_keys, show=",".join)
+KEYS = Kind(_keys, show=",".join, metavar="KEY")
 LEVEL = _choice("a log level", LOG_LEVELS)
 FORMAT = _choice("a log format", LOG_FORMATS)
 
@@ -161,9 +166,9 @@ class Option:
 
     help: str
     kind: Kind = TEXT
-    env: tuple[str, ...] = ()  # the variables it is read from; the first is written
-    flag: str | None = None  # its command-line flag (also under serve), if any
-    metavar: str | None = None
+    env: tuple[str, ...] = (DERIVED,)  # its variables (the first is written), if any
+    flag: str | None = DERIVED  # its command-line flag, or None for none
+    metavar: str | None = None  # what the help calls the value, if not the kind's name
     switch: bool | None = None  # the flag takes no value and sets this one
     default_text: str | None = None  # the default as the help shows it, if not shown
     commands: tuple[str, ...] = ("serve",)
@@ -175,17 +180,24 @@ def option(default: _T, help: str, **details: Any) -> _T:
     return dataclasses.field(default=default, metadata={"option": spec})
 
 
-def switch(default: bool, help: str, flag: str | None, env: str | None = None) -> bool:
-    """An on/off setting: ``flag`` (if any) takes no value and sets the other state."""
-    return option(
-        default, help, kind=BOOLEAN, env=(env,) if env else (), flag=flag, switch=not default
-    )
+def switch(default: bool, help: str, **details: Any) -> bool:
+    """An on/off setting whose flag takes no value and sets the other state."""
+    return option(default, help, kind=BOOLEAN, switch=not default, **details)
 
 
 def options(cls: type[Any]) -> Iterator[tuple[dataclasses.Field[Any], Option]]:
-    """The fields of ``cls`` declared with :func:`option`, in order, with their details."""
+    """The fields of ``cls`` declared with :func:`option`, in order, with their details; a
+    field's flag is ``--`` and its name unless declared, and its variable (for a class with an
+    ``ENV_PREFIX``) the prefix and its name in capitals."""
+    prefix: str | None = getattr(cls, "ENV_PREFIX", None)
     for field in dataclasses.fields(cls):
-        yield field, field.metadata["option"]
+        spec: Option = field.metadata["option"]
+        if spec.env == (DERIVED,):
+            env = (f"{prefix}{field.name.upper()}",) if prefix else ()
+            spec = dataclasses.replace(spec, env=env)
+        if spec.flag == DERIVED:
+            spec = dataclasses.replace(spec, flag="--" + field.name.replace("_", "-"))
+        yield field, spec
 
 
 def _label(spec: Option) -> str:
@@ -227,6 +239,8 @@ class Settings:
     :meth:`to_environ` writes them back, which is how ``serve`` hands them to its workers.
     """
 
+    ENV_PREFIX: ClassVar[str] = "RSM_"
+
     api_keys: tuple[str, ...] = option(
         (),
         "accepted bearer tokens: --api-key repeats, RSM_API_KEYS is comma-separated (several "
@@ -234,7 +248,6 @@ class Settings:
         kind=KEYS,
         env=("RSM_API_KEYS", "PHONEFARM_API_KEY"),
         flag="--api-key",
-        metavar="KEY",
         default_text="none: at least one is required",
     )
     store: str = option(
@@ -242,8 +255,6 @@ class Settings:
         "store URL: memory:// or a SQLAlchemy URL (sqlite:///path.db, "
         "postgresql+asyncpg://..., mysql+asyncmy://..., ...), optionally with ?table=NAME and "
         "?retry_deadline=SECONDS; a relative SQLite path is in the working directory",
-        env=("RSM_STORE",),
-        flag="--store",
         metavar="URL",
         commands=("serve", "show", "create-tables"),
     )
@@ -251,71 +262,39 @@ class Settings:
         None,
         'JSON array of {"account_id": "...", "active": true|false}',
         kind=FILE,
-        env=("RSM_ACCOUNTS",),
-        flag="--accounts",
-        metavar="FILE",
         default_text="every account id is accepted",
     )
     max_body_bytes: int = option(
-        DEFAULT_MAX_BODY_BYTES,
-        "largest accepted body in bytes; larger ones get 413",
-        kind=COUNT,
-        env=("RSM_MAX_BODY_BYTES",),
-        flag="--max-body-bytes",
-        metavar="N",
+        DEFAULT_MAX_BODY_BYTES, "largest accepted body in bytes; larger ones get 413", kind=COUNT
     )
     body_timeout: float | None = option(
         DEFAULT_BODY_TIMEOUT,
         "seconds a client has to send the whole body, else 408; 0: no limit",
         kind=TIMEOUT,
-        env=("RSM_BODY_TIMEOUT",),
-        flag="--body-timeout",
-        metavar="SECONDS",
     )
-    openapi: bool = switch(
-        False,
-        "also serve the OpenAPI document at /openapi.json",
-        "--openapi",
-        "RSM_OPENAPI",
-    )
+    openapi: bool = switch(False, "also serve the OpenAPI document at /openapi.json")
     read: bool = switch(
         False,
         "also serve GET /runtime-snapshots/{account_id}, the stored snapshot (with the "
         "upsert's token check and account visibility)",
-        "--read",
-        "RSM_READ",
     )
     metrics: bool = switch(
         False,
         "also serve Prometheus metrics at GET /metrics, summed over every worker (extra "
         "[prometheus]); serve points PROMETHEUS_MULTIPROC_DIR at an empty directory for its "
         "workers, other servers with several workers need it set before they start",
-        "--metrics",
-        "RSM_METRICS",
     )
     create_tables: bool = switch(
         True,
         "create the store's table at start-up if it is missing (serve does it once, before "
         "its workers start)",
-        None,
-        "RSM_CREATE_TABLES",
+        flag=None,
     )
     access_log: bool = switch(
-        True,
-        "one access line per request (--no-access-log: none)",
-        "--no-access-log",
-        "RSM_ACCESS_LOG",
+        True, "one access line per request (--no-access-log: none)", flag="--no-access-log"
     )
-    log_level: str = option(
-        "info", "least level logged", kind=LEVEL, env=("RSM_LOG_LEVEL",), flag="--log-level"
-    )
-    log_format: str = option(
-        "text",
-        "text lines, or json: one JSON object per line",
-        kind=FORMAT,
-        env=("RSM_LOG_FORMAT",),
-        flag="--log-format",
-    )
+    log_level: str = option("info", "least level logged", kind=LEVEL)
+    log_format: str = option("text", "text lines, or json: one JSON object per line", kind=FORMAT)
 
     def __post_init__(self) -> None:
         if not self.api_keys:
@@ -375,19 +354,15 @@ def _environ_values(environ: Mapping[str, str], more: Mapping[str, Any]) -> dict
 class ServeOptions:
     """How ``serve`` runs uvicorn: options of the command line only."""
 
-    host: str = option("127.0.0.1", "address to listen on", flag="--host")
-    port: int = option(8000, "port to listen on (0-65535)", kind=PORT, flag="--port")
-    workers: int = option(
-        1, "worker processes (a shared store for > 1)", kind=COUNT, flag="--workers", metavar="N"
-    )
+    host: str = option("127.0.0.1", "address to listen on")
+    port: int = option(8000, "port to listen on (0-65535)", kind=PORT)
+    workers: int = option(1, "worker processes (a shared store for > 1)", kind=COUNT)
     retry_deadline: float | None = option(
         None,
         "how long a request retries a database that is away (restarting, refusing "
         "connections) before it answers 500; SQLAlchemy stores on a server; adds "
         "?retry_deadline= to the store URL",
         kind=SECONDS,
-        flag="--retry-deadline",
-        metavar="SECONDS",
         default_text="2",
     )
     limit_concurrency: int | None = option(
@@ -395,21 +370,17 @@ class ServeOptions:
         "connections (and requests) per worker before new requests get 503; bounds what "
         "clients that never finish their headers can hold",
         kind=COUNT,
-        flag="--limit-concurrency",
-        metavar="N",
         default_text="1000, at most half the open-file limit",
     )
     timeout_keep_alive: int = option(
         5,
         "close an idle keep-alive connection after this many seconds",
         kind=COUNT,
-        flag="--timeout-keep-alive",
         metavar="SECONDS",
     )
     root_path: str = option(
         "",
         "the path prefix a reverse proxy serves the app under (and strips)",
-        flag="--root-path",
         metavar="PATH",
         default_text="none",
     )
@@ -417,12 +388,10 @@ class ServeOptions:
         False,
         "take the client address and scheme from X-Forwarded-* headers of the "
         "--forwarded-allow-ips",
-        "--proxy-headers",
     )
     forwarded_allow_ips: str = option(
         "127.0.0.1",
         "comma-separated addresses (or *) whose X-Forwarded-* headers are trusted",
-        flag="--forwarded-allow-ips",
         metavar="IPS",
     )
 
@@ -458,9 +427,9 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
             if spec.switch is not None:
                 details.update(action="store_const", const=spec.switch)
             elif spec.kind is KEYS:
-                details.update(action="append", metavar=spec.metavar)
+                details.update(action="append", metavar=spec.metavar or spec.kind.metavar)
             else:
-                details.update(metavar=spec.metavar)
+                details.update(metavar=spec.metavar or spec.kind.metavar)
             parser.add_argument(spec.flag, help=_help(field, spec), **details)
 
 
@@ -492,8 +461,7 @@ def from_arguments(
 def store_from_arguments(args: argparse.Namespace, environ: Mapping[str, str]) -> str:
     """``--store``, else ``RSM_STORE``, else the default store: the store of the commands
     that serve nothing (and need no API key)."""
-    field = next(field for field, _ in options(Settings) if field.name == "store")
-    spec: Option = field.metadata["option"]
+    field, spec = next((field, spec) for field, spec in options(Settings) if field.name == "store")
     assert spec.flag is not None
     if field.name in args:
         return str(_read(spec, spec.flag, getattr(args, field.name)))

@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import ValidationError
 from starlette.types import Receive, Scope, Send
 
+from ..extend.plugins import Plugins
 from . import answers
 from .answers import Answer
 from .body import BodyTooLarge, ClientDisconnect, RequestHeaders, is_json, read_body
@@ -31,7 +32,6 @@ from .operations import (
     request_id_from_header,
     unbind_request_id,
 )
-from .plugins import Plugins
 from .snapshot import Snapshot, parse_upsert
 
 __all__ = ["Endpoint", "HealthEndpoint", "ReadEndpoint", "RouteError", "UpsertEndpoint"]
