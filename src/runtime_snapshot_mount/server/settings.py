@@ -77,6 +77,7 @@ class Kind:
     check: Callable[[Any], None] = _nothing_more
     show: Callable[[Any], str] = str
     metavar: str | None = None  # what the help calls the value
+    choices: tuple[str, ...] = ()  # the values it takes, when they are few
 
 
 def _text(text: str) -> str:
@@ -135,7 +136,7 @@ def _choice(what: str, choices: Iterable[str]) -> Kind:
         if value not in allowed:
             raise ValueError(f"{what}: {listed}")
 
-    return Kind(str.lower, check)
+    return Kind(str.lower, check, metavar="{" + ",".join(allowed) + "}", choices=allowed)
 
 
 def _keys(text: str) -> tuple[str, ...]:
@@ -294,7 +295,7 @@ class Settings:
         True, "one access line per request (--no-access-log: none)", flag="--no-access-log"
     )
     log_level: str = option("info", "least level logged", kind=LEVEL)
-    log_format: str = option("text", "text lines, or json: one JSON object per line", kind=FORMAT)
+    log_format: str = option("text", "text lines, or one JSON object per line", kind=FORMAT)
 
     def __post_init__(self) -> None:
         if not self.api_keys:
@@ -482,6 +483,8 @@ def markdown_table() -> str:
             default = _shown_default(field, spec)
             shown = f"`{default}`" if spec.default_text is None and default else default or "—"
             meaning = spec.help.replace("|", "\\|")
+            if spec.kind.choices:
+                meaning += ": " + ", ".join(f"`{choice}`" for choice in spec.kind.choices)
             lines.append(f"| {flag} | {variables} | {meaning} | {shown} |")
     return "\n".join(lines) + "\n"
 
