@@ -28,10 +28,10 @@ from rsm_support import (
 )
 from standalone_support import COMMAND_SERVE, STORE_URL, lines, loopbound_env, start
 
-from runtime_snapshot_mount import logging_setup
-from runtime_snapshot_mount.log_writer import BatchedLineHandler
-from runtime_snapshot_mount.logging_setup import ACCESS_LOGGER_NAME
-from runtime_snapshot_mount.operations import bind_request_id, log_access, unbind_request_id
+from runtime_snapshot_mount.request.operations import bind_request_id, log_access, unbind_request_id
+from runtime_snapshot_mount.server import logging_setup
+from runtime_snapshot_mount.server.log_writer import BatchedLineHandler
+from runtime_snapshot_mount.server.logging_setup import ACCESS_LOGGER_NAME
 
 AUTH = {"Authorization": "Bearer k"}
 ACCESS = {

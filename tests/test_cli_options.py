@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import uvicorn
 
-from runtime_snapshot_mount import cli
-from runtime_snapshot_mount.standalone import ENVIRONMENT, Settings
+from runtime_snapshot_mount.server import cli
+from runtime_snapshot_mount.server.standalone import ENVIRONMENT, Settings
 
 BEFORE = {name: os.environ.get(name) for name in ENVIRONMENT}
 

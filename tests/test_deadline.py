@@ -8,7 +8,7 @@ import time
 import anyio
 import pytest
 
-from runtime_snapshot_mount.deadline import BodyDeadline
+from runtime_snapshot_mount.request.deadline import BodyDeadline
 
 pytestmark = pytest.mark.anyio
 

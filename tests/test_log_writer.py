@@ -20,9 +20,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from runtime_snapshot_mount.log_writer import DROPPED_MESSAGE, BatchedLineHandler, BatchWriter
-from runtime_snapshot_mount.logging_setup import JsonFormatter, TextFormatter
-from runtime_snapshot_mount.operations import ACCESS_LOGGER_NAME, AccessLine, access_record
+from runtime_snapshot_mount.request.operations import ACCESS_LOGGER_NAME, AccessLine, access_record
+from runtime_snapshot_mount.server.log_writer import (
+    DROPPED_MESSAGE,
+    BatchedLineHandler,
+    BatchWriter,
+)
+from runtime_snapshot_mount.server.logging_setup import JsonFormatter, TextFormatter
 
 
 class Recording(io.StringIO):

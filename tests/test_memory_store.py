@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from runtime_snapshot_mount import MemoryStore
-from runtime_snapshot_mount.memory import MemoryStoreOpener
+from runtime_snapshot_mount.extend.memory import MemoryStoreOpener
 from runtime_snapshot_mount.testing import (
     OpenerContract,
     StoreContract,

@@ -29,9 +29,9 @@ from rsm_support import (
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
-import runtime_snapshot_mount.app as app_module
+import runtime_snapshot_mount.request.app as app_module
 from runtime_snapshot_mount import MemoryStore
-from runtime_snapshot_mount.snapshot import SNAPSHOT_SCHEMA
+from runtime_snapshot_mount.request.snapshot import SNAPSHOT_SCHEMA
 
 pytestmark = pytest.mark.anyio
 

@@ -19,7 +19,11 @@ from runtime_snapshot_mount import (
     current_request_id,
     hookimpl,
 )
-from runtime_snapshot_mount.operations import Metrics, new_request_id, request_id_from_header
+from runtime_snapshot_mount.request.operations import (
+    Metrics,
+    new_request_id,
+    request_id_from_header,
+)
 
 pytestmark = pytest.mark.anyio
 

@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 from rsm_support import EXAMPLE_REQUEST, nested_personality
 
-from runtime_snapshot_mount import SNAPSHOT_FIELDS, Snapshot, answers, parse_instant, parse_upsert
+from runtime_snapshot_mount import SNAPSHOT_FIELDS, Snapshot, parse_instant, parse_upsert
+from runtime_snapshot_mount.request import answers
 
 FIELDS = list(EXAMPLE_REQUEST)
 

@@ -23,7 +23,7 @@ from rsm_support import (
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from runtime_snapshot_mount import Account, MemoryStore, create_app, hookimpl
-from runtime_snapshot_mount import endpoint as endpoint_module
+from runtime_snapshot_mount.request import endpoint as endpoint_module
 
 pytestmark = pytest.mark.anyio
 

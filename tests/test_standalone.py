@@ -39,7 +39,7 @@ from standalone_support import (
 )
 
 from runtime_snapshot_mount import ConfigurationError
-from runtime_snapshot_mount.standalone import (
+from runtime_snapshot_mount.server.standalone import (
     DEFAULT_STORE,
     ENVIRONMENT,
     Settings,

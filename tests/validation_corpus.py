@@ -76,7 +76,7 @@ def accepted(snapshot_json: Any, synced_at: str) -> str:
 def _record(path: str) -> None:  # pragma: no cover - run by hand, once
     from pydantic import ValidationError
 
-    from runtime_snapshot_mount.snapshot import parse_upsert
+    from runtime_snapshot_mount.request.snapshot import parse_upsert
 
     answers: list[Any] = []
     for body in bodies():

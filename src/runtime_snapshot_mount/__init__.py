@@ -1,13 +1,20 @@
 """runtime-snapshot-mount: a mountable Starlette sub-app that keeps each account's newest
 runtime-strategy snapshot, with pluggy hooks for auth, accounts and storage."""
 
-from .app import DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_BODY_BYTES, UPSERT_PATH, SnapshotApp, create_app
-from .freshness import is_stale
-from .hookspecs import hookimpl
-from .memory import MemoryStore
-from .operations import Metrics, RequestIdFilter, current_request_id
-from .plugins import ENTRY_POINT_GROUP, ConfigurationError, Plugins
-from .snapshot import (
+from .extend.hookspecs import hookimpl
+from .extend.memory import MemoryStore
+from .extend.plugins import ENTRY_POINT_GROUP, ConfigurationError, Plugins
+from .extend.static import StaticAccounts, StaticTokens, load_accounts_file
+from .request.app import (
+    DEFAULT_BODY_TIMEOUT,
+    DEFAULT_MAX_BODY_BYTES,
+    UPSERT_PATH,
+    SnapshotApp,
+    create_app,
+)
+from .request.freshness import is_stale
+from .request.operations import Metrics, RequestIdFilter, current_request_id
+from .request.snapshot import (
     MAX_LABEL,
     MAX_PERSONALITY_DEPTH,
     MAX_SKILLS,
@@ -19,8 +26,7 @@ from .snapshot import (
     UpsertResult,
     parse_upsert,
 )
-from .static import StaticAccounts, StaticTokens, load_accounts_file
-from .timestamps import format_instant, parse_instant
+from .request.timestamps import format_instant, parse_instant
 from .version import __version__
 
 __all__ = [

@@ -10,7 +10,7 @@ runtime_snapshot_mount.standalone:create_app_from_env``).
 
 from __future__ import annotations
 
-from .standalone import StandaloneApp, create_app_from_env
+from .server.standalone import StandaloneApp, create_app_from_env
 
 __all__ = ["app"]
 

@@ -65,7 +65,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from starlette.applications import Starlette
 from starlette.routing import Mount
 from runtime_snapshot_mount import create_app
-from runtime_snapshot_mount.static import AnyAccount
+from runtime_snapshot_mount.extend.static import AnyAccount
 from runtime_snapshot_mount_sqlalchemy import SQLAlchemyStore
 
 engine = create_async_engine(os.environ["RSM_HOST_DATABASE"])

@@ -13,9 +13,9 @@ from typing import Any, NoReturn
 
 import pytest
 
-from ..plugins import Plugins
-from ..snapshot import Snapshot, UpsertResult
-from ..timestamps import format_instant, parse_instant
+from ..extend.plugins import Plugins
+from ..request.snapshot import Snapshot, UpsertResult
+from ..request.timestamps import format_instant, parse_instant
 
 BASE_TIME = "2026-03-22T08:30:00.000Z"
 

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from ..app import UPSERT_PATH, create_app
-from ..hookspecs import hookimpl
-from ..snapshot import Account, Snapshot
+from ..extend.hookspecs import hookimpl
+from ..request.app import UPSERT_PATH, create_app
+from ..request.snapshot import Account, Snapshot
 from ._support import (
     StoreFixtures,
     check,

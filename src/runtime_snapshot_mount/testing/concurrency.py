@@ -12,10 +12,10 @@ from datetime import datetime, timedelta, timezone
 import anyio
 import pytest
 
-from ..freshness import is_stale
-from ..plugins import Plugins
-from ..snapshot import Snapshot, UpsertResult
-from ..timestamps import format_instant, parse_instant
+from ..extend.plugins import Plugins
+from ..request.freshness import is_stale
+from ..request.snapshot import Snapshot, UpsertResult
+from ..request.timestamps import format_instant, parse_instant
 from ._support import (
     BASE_TIME,
     StoreFixtures,

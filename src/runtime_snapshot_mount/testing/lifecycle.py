@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from ..plugins import Plugins
+from ..extend.plugins import Plugins
 from ._support import (
     StoreFixtures,
     check_equal,

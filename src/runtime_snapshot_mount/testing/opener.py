@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from ..memory import MemoryStore
-from ..plugins import ConfigurationError, Plugins
+from ..extend.memory import MemoryStore
+from ..extend.plugins import ConfigurationError, Plugins
 from ._support import (
     OnAsyncio,
     check,

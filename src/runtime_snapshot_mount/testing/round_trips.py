@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from ..plugins import Plugins
-from ..snapshot import MAX_VERSION
+from ..extend.plugins import Plugins
+from ..request.snapshot import MAX_VERSION
 from ._support import (
     StoreFixtures,
     check,

@@ -9,9 +9,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from ..plugins import Plugins
-from ..snapshot import MAX_VERSION
-from ..timestamps import format_instant
+from ..extend.plugins import Plugins
+from ..request.snapshot import MAX_VERSION
+from ..request.timestamps import format_instant
 from ._support import (
     BASE_TIME,
     StoreFixtures,

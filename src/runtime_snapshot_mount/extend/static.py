@@ -9,9 +9,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from ..request.snapshot import Account, Principal
 from .hookspecs import hookimpl
 from .plugins import ConfigurationError
-from .snapshot import Account, Principal
 
 __all__ = ["AnyAccount", "StaticAccounts", "StaticTokens", "load_accounts_file"]
 

@@ -13,14 +13,14 @@ from typing import Any
 from starlette.datastructures import State
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ..extend.memory import MemoryStoreOpener
+from ..extend.plugins import ConfigurationError, Plugins
+from ..extend.static import StaticAccounts, StaticTokens
 from . import answers
 from .endpoint import HealthEndpoint, ReadEndpoint, RouteError, UpsertEndpoint
-from .memory import MemoryStoreOpener
 from .openapi import OPENAPI_PATH, OpenAPIEndpoint, build_document
 from .operations import Metrics
-from .plugins import ConfigurationError, Plugins
 from .snapshot import Account
-from .static import StaticAccounts, StaticTokens
 
 __all__ = [
     "DEFAULT_BODY_TIMEOUT",

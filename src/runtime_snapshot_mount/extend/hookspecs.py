@@ -39,7 +39,7 @@ from typing import Any
 
 import pluggy
 
-from .snapshot import Account, Snapshot, UpsertResult
+from ..request.snapshot import Account, Snapshot, UpsertResult
 
 PROJECT = "runtime_snapshot_mount"
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import threading
 
-from .freshness import is_stale
+from ..request.freshness import is_stale
+from ..request.snapshot import Snapshot, UpsertResult
 from .hookspecs import hookimpl
-from .snapshot import Snapshot, UpsertResult
 
 __all__ = ["MemoryStore", "MemoryStoreOpener"]
 

@@ -19,8 +19,8 @@ from typing import Any, NamedTuple
 
 import pluggy
 
+from ..request.snapshot import Account, Snapshot, UpsertResult
 from . import hookspecs
-from .snapshot import Account, Snapshot, UpsertResult
 
 __all__ = ["ENTRY_POINT_GROUP", "ConfigurationError", "Plugins"]
 

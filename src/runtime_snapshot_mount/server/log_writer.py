@@ -27,7 +27,13 @@ from collections import deque
 from collections.abc import Callable
 from typing import TextIO
 
-from .operations import LOGGER_NAME, AccessHandler, AccessLine, RequestIdFilter, access_record
+from ..request.operations import (
+    LOGGER_NAME,
+    AccessHandler,
+    AccessLine,
+    RequestIdFilter,
+    access_record,
+)
 
 __all__ = ["DROPPED_MESSAGE", "BatchWriter", "BatchedLineHandler"]
 

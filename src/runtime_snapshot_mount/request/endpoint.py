@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import ValidationError
 from starlette.types import Receive, Scope, Send
 
+from ..extend.plugins import Plugins
 from . import answers
 from .answers import Answer
 from .body import BodyTooLarge, ClientDisconnect, RequestHeaders, is_json, read_body
@@ -31,7 +32,6 @@ from .operations import (
     request_id_from_header,
     unbind_request_id,
 )
-from .plugins import Plugins
 from .snapshot import Snapshot, parse_upsert
 
 __all__ = ["Endpoint", "HealthEndpoint", "ReadEndpoint", "RouteError", "UpsertEndpoint"]
@@ -75,7 +75,31 @@ class Endpoint:
         raise NotImplementedError
 
 
-class UpsertEndpoint(Endpoint):
+class TokenEndpoint(Endpoint):
+    """An endpoint behind the bearer-token check: 401 unless a plugin accepts the token, then
+    :meth:`authorized_answer`; anything failing in either answers 500, logged without the
+    token."""
+
+    async def answer(self, scope: Scope, headers: RequestHeaders, receive: Receive) -> Answer:
+        token = headers.bearer_token()
+        try:
+            principal = None if token is None else await self.plugins.authenticate(token)
+            if principal is None:
+                return answers.UNAUTHORIZED
+            return await self.authorized_answer(principal, scope, headers, receive)
+        except ClientDisconnect:
+            return answers.DISCONNECTED
+        except Exception as error:
+            log_failure(error, token)
+            return answers.FAILED
+
+    async def authorized_answer(
+        self, principal: Any, scope: Scope, headers: RequestHeaders, receive: Receive
+    ) -> Answer:
+        raise NotImplementedError
+
+
+class UpsertEndpoint(TokenEndpoint):
     """``POST {mount}/runtime-snapshots/upsert``."""
 
     def __init__(
@@ -90,37 +114,30 @@ class UpsertEndpoint(Endpoint):
         self.max_body_bytes = max_body_bytes
         self.deadline = BodyDeadline(body_timeout)
 
-    async def answer(self, scope: Scope, headers: RequestHeaders, receive: Receive) -> Answer:
+    async def authorized_answer(
+        self, principal: Any, scope: Scope, headers: RequestHeaders, receive: Receive
+    ) -> Answer:
         plugins = self.plugins
-        token = headers.bearer_token()
         try:
-            principal = None if token is None else await plugins.authenticate(token)
-            if principal is None:
-                return answers.UNAUTHORIZED
-            try:
-                with self.deadline.limit():
-                    body = await read_body(receive, headers, self.max_body_bytes)
-            except BodyTooLarge:
-                return answers.too_large(self.max_body_bytes)
-            except TimeoutError:  # a client trickling its body; the store is never called
-                return answers.BODY_TIMEOUT
-            if not is_json(headers.content_type):
-                return answers.WRONG_CONTENT_TYPE
-            try:
-                snapshot, synced_at = parse_upsert(body)
-            except ValidationError as error:
-                return answers.invalid(error)
-            account = await plugins.get_account(snapshot.account_id, principal)
-            if account is None or not account.active:
-                return answers.ACCOUNT_NOT_FOUND
-            stored = under_account(snapshot, account.account_id)
-            result = await plugins.store_upsert(stored)
-        except ClientDisconnect:
-            return answers.DISCONNECTED
-        except Exception as error:
-            log_failure(error, token)
-            return answers.FAILED
-        if result.applied:  # observers see what is stored; the answer, what was sent
+            with self.deadline.limit():
+                body = await read_body(receive, headers, self.max_body_bytes)
+        except BodyTooLarge:
+            return answers.too_large(self.max_body_bytes)
+        except TimeoutError:  # a client trickling its body; the store is never called
+            return answers.BODY_TIMEOUT
+        if not is_json(headers.content_type):
+            return answers.WRONG_CONTENT_TYPE
+        try:
+            snapshot, synced_at = parse_upsert(body)
+        except ValidationError as error:
+            return answers.invalid(error)
+        account = await plugins.get_account(snapshot.account_id, principal)
+        if account is None or not account.active:
+            return answers.ACCOUNT_NOT_FOUND
+        stored = under_account(snapshot, account.account_id)
+        result = await plugins.store_upsert(stored)
+        # observers see what is stored; the answer, what was sent (they never raise)
+        if result.applied:
             await plugins.snapshot_applied(stored, principal)
             return answers.applied(snapshot, synced_at)
         if plugins.observes_ignored:
@@ -147,26 +164,19 @@ class UpsertEndpoint(Endpoint):
             await plugins.snapshot_ignored(snapshot, current, principal)
 
 
-class ReadEndpoint(Endpoint):
+class ReadEndpoint(TokenEndpoint):
     """``GET {mount}/runtime-snapshots/{account_id}`` (opt-in): the same token check and account
     visibility as the upsert, then the snapshot stored under the account's canonical id, naming
     the account as the request spelt it."""
 
-    async def answer(self, scope: Scope, headers: RequestHeaders, receive: Receive) -> Answer:
-        plugins = self.plugins
-        token = headers.bearer_token()
-        try:
-            principal = None if token is None else await plugins.authenticate(token)
-            if principal is None:
-                return answers.UNAUTHORIZED
-            account_id: str = scope["path_params"]["account_id"]
-            account = await plugins.get_account(account_id, principal)
-            if account is None or not account.active:
-                return answers.ACCOUNT_NOT_FOUND
-            snapshot = await plugins.store_get(account.account_id)
-        except Exception as error:
-            log_failure(error, token)
-            return answers.FAILED
+    async def authorized_answer(
+        self, principal: Any, scope: Scope, headers: RequestHeaders, receive: Receive
+    ) -> Answer:
+        account_id: str = scope["path_params"]["account_id"]
+        account = await self.plugins.get_account(account_id, principal)
+        if account is None or not account.active:
+            return answers.ACCOUNT_NOT_FOUND
+        snapshot = await self.plugins.store_get(account.account_id)
         if snapshot is None:
             return answers.SNAPSHOT_NOT_FOUND
         return answers.stored(under_account(snapshot, account_id))
