@@ -5,13 +5,14 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import logging
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -322,3 +323,31 @@ def install_entry_point(site: Path, module: str, source: str, name: str = "plugi
     (dist_info / "entry_points.txt").write_text(
         f"[runtime_snapshot_mount]\n{name} = {module}:plugin\n", encoding="utf-8"
     )
+
+
+LOGGER_NAMES = (
+    "runtime_snapshot_mount",
+    "runtime_snapshot_mount.access",
+    "uvicorn",
+    "uvicorn.error",
+    "uvicorn.access",
+)
+
+
+@contextlib.contextmanager
+def logging_restored(names: Iterable[str] = LOGGER_NAMES) -> Iterator[None]:
+    """After the block, the loggers ``names`` as they were before it (handlers, level,
+    propagation, disabled); the handlers the block gave them are flushed and closed. For tests
+    that set up the standalone server's logging in this process (``serve`` with ``uvicorn.run``
+    replaced, or the logging set-up itself), so that no later test meets that set-up."""
+    loggers = [logging.getLogger(name) for name in names]
+    saved = [(lg.handlers[:], lg.level, lg.propagate, lg.disabled) for lg in loggers]
+    try:
+        yield
+    finally:
+        for logger, (handlers, level, propagate, disabled) in zip(loggers, saved, strict=True):
+            for handler in logger.handlers:
+                if handler not in handlers:
+                    handler.close()  # writes what it holds first
+            logger.handlers, logger.propagate, logger.disabled = handlers, propagate, disabled
+            logger.setLevel(level)

@@ -23,6 +23,7 @@ from rsm_support import (
     UPSERT_URL,
     clean_env,
     free_port,
+    logging_restored,
     stop,
     wait_until_listening,
 )
@@ -59,17 +60,9 @@ def access_record() -> None:
 def stream() -> Iterator[io.StringIO]:
     """Logging configured onto a string buffer; the loggers restored, and the handlers the
     test's set-up made closed, afterwards."""
-    loggers = [logging.getLogger(name) for name in NAMES]
-    saved = [(logger.handlers[:], logger.level, logger.propagate) for logger in loggers]
-    logging.getLogger("uvicorn.error").handlers = [logging.NullHandler()]
-    buffer = io.StringIO()
-    yield buffer
-    for logger, (handlers, level, propagate) in zip(loggers, saved, strict=True):
-        for handler in logger.handlers:
-            if isinstance(handler, BatchedLineHandler):
-                handler.close()
-        logger.handlers, logger.propagate = handlers, propagate
-        logger.setLevel(level)
+    with logging_restored(NAMES):
+        logging.getLogger("uvicorn.error").handlers = [logging.NullHandler()]
+        yield io.StringIO()
 
 
 def written(buffer: io.StringIO) -> list[str]:

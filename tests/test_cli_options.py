@@ -3,13 +3,13 @@ and the server options (uvicorn.run replaced by a recorder, in this process)."""
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import uvicorn
+from rsm_support import logging_restored
 
 from runtime_snapshot_mount.server import cli
 from runtime_snapshot_mount.server.standalone import ENVIRONMENT, Settings
@@ -30,12 +30,8 @@ def recorded(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
     for name in ENVIRONMENT:  # serve writes them: each is restored (or removed) afterwards
         monkeypatch.setenv(name, "")
         monkeypatch.delenv(name)
-    ours = logging.getLogger("runtime_snapshot_mount")
-    saved = ours.handlers[:], ours.propagate, ours.level
-    yield calls
-    cli.logging_setup.flush()
-    ours.handlers, ours.propagate = saved[0], saved[1]
-    ours.setLevel(saved[2])
+    with logging_restored():
+        yield calls
 
 
 def test_serve_passes_the_proxy_options_and_fast_defaults_to_uvicorn(
