@@ -16,8 +16,10 @@ from typing import Any
 import anyio
 import pytest
 from runtime_snapshot_mount_sqlalchemy import SQLAlchemyStore, create_store_engine
+from runtime_snapshot_mount_sqlalchemy.pragmas import WAL, SQLitePragma
 from runtime_snapshot_mount_sqlalchemy.sqlite_writer import SQLiteWriter, writer_for_url
 from sqlalchemy import create_engine, exc
+from sqlalchemy.dialects import postgresql, sqlite
 from support_sqlalchemy import Database, dispose
 
 from runtime_snapshot_mount import Snapshot, UpsertResult
@@ -221,8 +223,9 @@ async def test_a_failed_commit_retries_the_members_alone(sqlite: Database) -> No
     assert all(stored_row(path, member.account_id) is not None for member in members)
 
 
+@pytest.mark.parametrize("poison_at", [1, 0])  # 0: the statement the transaction begins with
 async def test_an_error_that_ends_the_transaction_retries_the_others_alone(
-    tmp_path: Path, gate: Gate
+    tmp_path: Path, gate: Gate, poison_at: int
 ) -> None:
     # The same columns, but a NOT NULL constraint that rolls back the whole transaction.
     path = tmp_path / "rollback.db"
@@ -241,8 +244,8 @@ async def test_an_error_that_ends_the_transaction_retries_the_others_alone(
     try:
         opener = asyncio.ensure_future(writer.upsert(snapshot("opener")))
         await gate.wait_for_commit()
-        members = [snapshot("good-1"), snapshot("poison", ugc_account_id=None)]
-        members.append(snapshot("good-2"))
+        members = [snapshot("good-1"), snapshot("good-2")]
+        members.insert(poison_at, snapshot("poison", ugc_account_id=None))
         futures = [asyncio.ensure_future(writer.upsert(member)) for member in members]
         await asyncio.sleep(0.05)
         gate.open()
@@ -251,13 +254,15 @@ async def test_an_error_that_ends_the_transaction_retries_the_others_alone(
     finally:
         gate.open()
         await writer.close()
-    assert isinstance(results[1], exc.IntegrityError)
-    assert results[0] == UpsertResult(applied=True, current=members[0])
-    assert results[2] == UpsertResult(applied=True, current=members[2])
+    for member, result in zip(members, results, strict=True):
+        if member.snapshot_id == "poison":
+            assert isinstance(result, exc.IntegrityError)
+            assert stored_row(path, member.account_id) is None
+        else:
+            assert result == UpsertResult(applied=True, current=member)
+            assert stored_row(path, member.account_id) is not None
     # the batch never reached COMMIT; the good ones committed alone
     assert gate.batches[1:] == [["good-1"], ["good-2"]]
-    assert stored_row(path, members[0].account_id) is not None
-    assert stored_row(path, members[1].account_id) is None
 
 
 async def test_a_write_lock_held_past_the_busy_timeout_fails_then_recovers(
@@ -277,6 +282,50 @@ async def test_a_write_lock_held_past_the_busy_timeout_fails_then_recovers(
         other.execute("ROLLBACK")
         late = snapshot("after")
         assert await writer.upsert(late) == UpsertResult(applied=True, current=late)
+    finally:
+        other.close()
+        await writer.close()
+
+
+async def test_a_batch_takes_the_write_lock_before_its_first_statement_and_waits_once(
+    sqlite: Database,
+) -> None:
+    """sqlite3 begins each transaction IMMEDIATE, before the batch's first upsert: a lock
+    held elsewhere fails the whole batch after one busy timeout, and no upsert runs."""
+    path = Path(str(sqlite.sync_url.database))
+    statements: list[str] = []  # what the writer's connection runs, as SQLite traces it
+    began = threading.Semaphore(0)
+
+    def trace(statement: str) -> None:
+        statements.append(statement)
+        if statement.startswith("BEGIN"):
+            began.release()
+
+    def traced(connection: sqlite3.Connection, _: Sequence[Snapshot]) -> None:
+        connection.set_trace_callback(trace)
+
+    writer = SQLiteWriter(path, sqlite.table, busy_timeout=1.0, before_commit=traced)
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        assert (await writer.upsert(snapshot("first"))).applied  # traced from its COMMIT on
+        other.execute("BEGIN IMMEDIATE")  # another process's writer, holding the lock
+        statements.clear()
+        alone = asyncio.ensure_future(writer.upsert(snapshot("alone")))
+        assert await anyio.to_thread.run_sync(began.acquire, True, WAIT)  # waiting for the lock
+        queued = [asyncio.ensure_future(writer.upsert(snapshot(f"queued-{i}"))) for i in range(3)]
+        results = await asyncio.gather(alone, *queued, return_exceptions=True)
+        assert all(isinstance(r, exc.OperationalError) and "locked" in str(r) for r in results)
+        assert statements == ["BEGIN IMMEDIATE", "BEGIN IMMEDIATE"]  # two batches, no upsert
+        other.execute("ROLLBACK")
+        statements.clear()
+        members = [snapshot(f"member-{i}") for i in range(3)]
+        results = await asyncio.gather(*(writer.upsert(member) for member in members))
+        assert results == [UpsertResult(applied=True, current=member) for member in members]
+        transactions = " ".join(statements).split("COMMIT")
+        assert transactions[-1] == "" and len(transactions) > 1
+        for transaction in transactions[:-1]:  # the lock first, then only the upserts
+            begin, *upserts = transaction.strip().split(" INSERT ")
+            assert begin == "BEGIN IMMEDIATE" and upserts
     finally:
         other.close()
         await writer.close()
@@ -386,6 +435,21 @@ async def test_the_connection_is_wal_with_full_sync_unless_normal_is_asked_for(
         "?synchronous=normal": ("wal", 1),
         "?synchronous=FULL": ("wal", 2),
     }
+
+
+def test_the_connection_settings_are_a_construct_compiled_for_sqlite_only() -> None:
+    dialect = sqlite.dialect()
+    assert str(WAL.compile(dialect=dialect)) == "PRAGMA journal_mode=WAL"
+    setting = SQLitePragma("synchronous", "Normal")
+    assert str(setting.compile(dialect=dialect)) == "PRAGMA synchronous=NORMAL"
+    with pytest.raises(ValueError, match="synchronous must be one of full, normal"):
+        SQLitePragma("synchronous", "off")  # the one list that ?synchronous= is checked against
+    with pytest.raises(ValueError, match="journal_mode"):
+        SQLitePragma("journal_mode", "delete")
+    with pytest.raises(ValueError, match="setting"):
+        SQLitePragma("foreign_keys", "on")
+    with pytest.raises(exc.UnsupportedCompilationError):
+        setting.compile(dialect=postgresql.dialect())
 
 
 @pytest.mark.parametrize(

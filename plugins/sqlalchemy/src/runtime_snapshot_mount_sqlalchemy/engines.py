@@ -23,6 +23,9 @@ from sqlalchemy.engine import Connection, Engine, create_engine
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
+from .compiled import CompiledStatement
+from .pragmas import WAL
+
 __all__ = [
     "AnyEngine",
     "EngineRunner",
@@ -36,7 +39,6 @@ T = TypeVar("T")
 AnyEngine = AsyncEngine | Engine
 
 SQLITE_BUSY_TIMEOUT = 30.0
-WAL = "PRAGMA journal_mode=WAL"  # a SQLite connection's setting; sqlite3 has no call for it
 POOL_SIZE = 20
 MAX_OVERFLOW = 0
 _MAX_DELAY = 0.25
@@ -133,11 +135,12 @@ def _sqlite_options(url: URL, options: dict[str, Any]) -> dict[str, Any]:
 
 def _use_wal(engine: AnyEngine) -> None:
     sync_engine = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
+    wal = CompiledStatement(WAL, sync_engine.dialect).sql
 
     def on_connect(dbapi_connection: Any, connection_record: Any) -> None:
         cursor = dbapi_connection.cursor()
         try:
-            cursor.execute(WAL)
+            cursor.execute(wal)
         finally:
             cursor.close()
 

@@ -6,13 +6,13 @@ store that commits each request alone is bounded by the disk's flush rate. A
 connection. Whenever it is free it takes every upsert waiting at that moment and runs them
 in one transaction::
 
-    BEGIN IMMEDIATE                                  -- the write lock, up front
+    BEGIN IMMEDIATE                                  -- sqlite3's, before the first INSERT
     INSERT ... ON CONFLICT (account_id) DO UPDATE SET ... WHERE <not stale> RETURNING ...
     ...                                              -- one statement per upsert
     COMMIT                                           -- sqlite3's connection.commit()
 
 and answers each request only after ``COMMIT`` returned, so an acknowledged write is on disk:
-write-ahead logging with ``PRAGMA synchronous=FULL`` (the default) flushes the log at every
+write-ahead logging with ``synchronous`` ``FULL`` (the default) flushes the log at every
 commit. ``synchronous="normal"`` flushes it only at checkpoints: faster, and still safe
 against a crash of the process, but a power loss or an operating-system crash can undo the
 last transactions that were acknowledged.
@@ -20,12 +20,13 @@ last transactions that were acknowledged.
 The upsert is :func:`~runtime_snapshot_mount_sqlalchemy.upserts.on_conflict`'s statement,
 compiled once for SQLite (:class:`~runtime_snapshot_mount_sqlalchemy.compiled.
 CompiledStatement`), and bound through the column types' own processors: the rows are
-exactly what the SQLAlchemy store writes. An ignored upsert reads nothing back. The only
-statements written here are the connection's own settings, which ``sqlite3`` has no call
-for: ``PRAGMA journal_mode=WAL`` and ``PRAGMA synchronous``, and ``BEGIN IMMEDIATE`` (its
-implicit transactions would take the write lock only at the first statement, folding a
-wait for another process's lock into one member's upsert); ``COMMIT`` and ``ROLLBACK`` are
-``sqlite3``'s ``commit()`` and ``rollback()``.
+exactly what the SQLAlchemy store writes. An ignored upsert reads nothing back. The
+connection's settings, which ``sqlite3`` has no call for (write-ahead logging and
+``synchronous``), are :class:`~runtime_snapshot_mount_sqlalchemy.pragmas.SQLitePragma`
+constructs, compiled the same way. The transaction is ``sqlite3``'s own: opened with
+``isolation_level="IMMEDIATE"``, the connection begins one before the first upsert (an
+``INSERT``) and takes the write lock there, before the statement runs; ``commit()`` and
+``rollback()`` end it. No SQL is written here.
 
 Failures stay with the snapshot that caused them:
 
@@ -36,15 +37,17 @@ Failures stay with the snapshot that caused them:
   memory errors, and a constraint declared ``ON CONFLICT ROLLBACK`` does too), or a failed
   ``COMMIT``: the batch is rolled back and each member is tried again alone, in a
   transaction of its own, so only the ones that fail alone get an error;
-* ``BEGIN IMMEDIATE`` itself failing (another process held the write lock past the busy
-  timeout) runs no statement: every request of the batch gets that error, which the store
-  treats as transient and retries in a later batch.
+* the transaction failing to begin because another process held the write lock past the
+  busy timeout (the first upsert's ``execute`` raises it, with no transaction open) runs no
+  statement: every request of the batch gets that error, which the store treats as
+  transient and retries in a later batch. Any other error of that first ``execute`` with no
+  transaction open is handled as one that ended the transaction.
 
 Errors of ``sqlite3`` are raised wrapped as SQLAlchemy's (``OperationalError`` and friends),
 as the store's SQLAlchemy path raises them.
 
-Several processes may each run a writer on one file (``serve --workers N``): ``BEGIN
-IMMEDIATE`` takes SQLite's write lock before any statement, waiting for it up to the busy
+Several processes may each run a writer on one file (``serve --workers N``): each
+transaction takes SQLite's write lock before any statement, waiting for it up to the busy
 timeout (30 s), and the conditional statement keeps the greatest snapshot whoever commits
 first.
 """
@@ -67,7 +70,8 @@ from sqlalchemy.dialects.sqlite import pysqlite
 from runtime_snapshot_mount import Snapshot, UpsertResult
 
 from .compiled import CompiledStatement
-from .engines import ENGINE_OPTIONS, SQLITE_BUSY_TIMEOUT, WAL
+from .engines import ENGINE_OPTIONS, SQLITE_BUSY_TIMEOUT, is_transient
+from .pragmas import SYNCHRONOUS_MODES, WAL, SQLitePragma
 from .schema import snapshot_table, snapshot_values
 from .upserts import on_conflict
 
@@ -79,9 +83,7 @@ __all__ = [
 ]
 
 SYNCHRONOUS_PARAMETER = "synchronous"
-SYNCHRONOUS_MODES = ("full", "normal")
 _DRIVERS = ("pysqlite",)
-_BEGIN = "BEGIN IMMEDIATE"  # the write lock, up front (see the module's notes)
 
 Row = list[Any]
 Outcome = UpsertResult | BaseException
@@ -137,7 +139,8 @@ class SQLiteWriter:
     :func:`~runtime_snapshot_mount_sqlalchemy.snapshot_table`), or its name.
     ``synchronous`` is ``"full"`` (every acknowledged write survives a power loss) or
     ``"normal"`` (it survives a crash of the process, not necessarily a power loss).
-    ``busy_timeout`` is how long ``BEGIN IMMEDIATE`` waits for another process's write lock.
+    ``busy_timeout`` is how long a transaction waits to begin while another process holds the
+    write lock.
     ``before_commit``, if given, is called in the writer's thread with its connection and the
     snapshots of each transaction, just before its ``COMMIT``; whatever it raises fails that
     commit. It is a seam for tests and instrumentation: it may block (a slow disk) or raise
@@ -157,13 +160,11 @@ class SQLiteWriter:
         busy_timeout: float = SQLITE_BUSY_TIMEOUT,
         before_commit: BeforeCommit | None = None,
     ) -> None:
-        mode = synchronous.lower()
-        if mode not in SYNCHRONOUS_MODES:
-            raise ValueError(f"synchronous must be one of {', '.join(SYNCHRONOUS_MODES)}")
+        durability = SQLitePragma(SYNCHRONOUS_PARAMETER, synchronous)  # one of SYNCHRONOUS_MODES
         if sqlite3.sqlite_version_info < (3, 35):
             raise RuntimeError(f"SQLite {sqlite3.sqlite_version} lacks RETURNING (3.35+)")
         self.path = os.fspath(path)
-        self.synchronous = mode
+        self.synchronous = durability.value
         self.busy_timeout = busy_timeout
         self.before_commit = before_commit
         if isinstance(table, str):
@@ -171,6 +172,7 @@ class SQLiteWriter:
         self.statement = on_conflict(table, "sqlite")
         dialect = pysqlite.dialect(**ENGINE_OPTIONS)  # as create_store_engine's engine binds
         self.compiled = CompiledStatement(self.statement.statement, dialect)
+        self._settings = [CompiledStatement(pragma, dialect).sql for pragma in (WAL, durability)]
         self._condition = threading.Condition()
         self._queue: list[_Request] = []
         self._thread: threading.Thread | None = None
@@ -234,10 +236,14 @@ class SQLiteWriter:
                 connection.close()
 
     def _connect(self) -> sqlite3.Connection:
-        connection = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
+        # sqlite3 opens a transaction before the first INSERT (the upsert), IMMEDIATE: the
+        # write lock, up front; commit() and rollback() end it.
+        connection = sqlite3.connect(
+            self.path, timeout=self.busy_timeout, isolation_level="IMMEDIATE"
+        )
         try:
-            connection.execute(WAL)
-            connection.execute(f"PRAGMA synchronous={self.synchronous.upper()}")
+            for setting in self._settings:
+                connection.execute(setting)
         except BaseException:
             connection.close()
             raise
@@ -245,19 +251,20 @@ class SQLiteWriter:
 
     def _write(self, connection: sqlite3.Connection, batch: list[_Request]) -> list[Outcome]:
         """One transaction for ``batch``; if it cannot commit, one for each member."""
+        outcomes: list[Outcome] = []
         try:
-            connection.execute(_BEGIN)
-        except sqlite3.Error as error:  # nothing ran: every member meets the same lock
-            return [_wrapped(error, _BEGIN) for _ in batch]
-        try:
-            outcomes = [self._upsert_one(connection, request) for request in batch]
+            for request in batch:  # the first statement begins the transaction
+                outcomes.append(self._upsert_one(connection, request))
             if self.before_commit is not None:
                 self.before_commit(connection, [request.snapshot for request in batch])
             connection.commit()
         except BaseException as error:
             _roll_back(connection)
+            cause = error.__cause__ if isinstance(error, _TransactionLost) else error
+            if not outcomes and cause is not None and _no_write_lock(cause):
+                # the transaction did not begin: nothing ran, every member meets the same lock
+                return [_wrapped(cause, self.compiled.sql) for _ in batch]
             if len(batch) == 1:
-                cause = error.__cause__ if isinstance(error, _TransactionLost) else error
                 return [_wrapped(cause or error, "COMMIT")]
             return [self._write(connection, [request])[0] for request in batch]
         return outcomes
@@ -272,6 +279,12 @@ class SQLiteWriter:
             return _wrapped(error, self.compiled.sql)  # only this statement was undone
         row = None if found is None else self.compiled.row(found)
         return self.statement.answer(request.snapshot, row)
+
+
+def _no_write_lock(error: BaseException) -> bool:
+    """True for a busy or locked file: the transaction, begun before the batch's first
+    statement, waited past the busy timeout for another connection's write lock."""
+    return isinstance(error, sqlite3.OperationalError) and is_transient(error)
 
 
 def _roll_back(connection: sqlite3.Connection) -> None:
