@@ -10,7 +10,7 @@ from sqlalchemy.schema import CreateTable
 
 from runtime_snapshot_mount import Snapshot, UpsertResult, hookimpl
 
-from .driver import EXECUTIONS, Execution, runs_on
+from .driver import DRIVERS, EXECUTIONS, Execution, runs_on
 from .engines import AnyEngine, EngineRunner, create_store_engine, retry_transient
 from .executors import DriverExecutor, EngineExecutor, Executor, WriterExecutor
 from .schema import DEFAULT_TABLE_NAME, check_table, snapshot_table
@@ -163,12 +163,12 @@ class SQLAlchemyStore:
 
 
 def _own_engine_options(url: str | URL, upsert: UpsertName, execution: Execution) -> dict[str, Any]:
-    """The options of the engine a store makes from ``url``. On asyncmy, whose statements
-    then run in autocommit mode on the driver's connections (see :mod:`.driver`), the pool
-    takes a connection back without a ``ROLLBACK`` round trip: every statement there
-    commits by itself, and a SQLAlchemy transaction still ends itself when its connection
-    closes."""
+    """The options of the engine a store makes from ``url``. On asyncpg and asyncmy, whose
+    statements then run in autocommit mode on the driver's connections (see :mod:`.driver`),
+    the pool takes a connection back without resetting it (on asyncmy a ``ROLLBACK`` round
+    trip, on asyncpg a call through SQLAlchemy's adapter): every statement there commits by
+    itself, and a SQLAlchemy transaction still ends itself when its connection closes."""
     fast = upsert == "auto" and execution == "driver"
-    if fast and make_url(url).get_driver_name() == "asyncmy":
+    if fast and make_url(url).get_driver_name() in DRIVERS:
         return {"pool_reset_on_return": None}
     return {}

@@ -168,7 +168,8 @@ def on_conflict(table: Table, dialect_name: str) -> OneStatement:
 
 def duplicate_key(table: Table, *, returning: bool = True) -> OneStatement:
     """MySQL and MariaDB: ``INSERT ... ON DUPLICATE KEY UPDATE`` with conditional assignments,
-    ``RETURNING`` the row as stored after it (MariaDB 10.5+; see :class:`DuplicateKeyUpsert`)."""
+    ``RETURNING`` the stored ``(version, instant)`` after it (MariaDB 10.5+; see
+    :class:`DuplicateKeyUpsert`): the request's own when it was applied."""
     statement = mysql.insert(table).values(_values(table))
     new = statement.inserted
     not_stale = _not_stale(table.c, new.strategy_version, new.strategy_synced_at)
@@ -177,14 +178,19 @@ def duplicate_key(table: Table, *, returning: bool = True) -> OneStatement:
         [(name, case((not_stale, new[name]), else_=table.c[name])) for name in order]
     )
     if returning:
-        return OneStatement(upsert.returning(*(table.c[name] for name in COLUMNS)), _judged)
+        return OneStatement(upsert.returning(*(table.c[name] for name in _FRESHNESS)), _judged)
     return OneStatement(upsert, _judged)
 
 
 def _judged(snapshot: Snapshot, row: Mapping[Any, Any] | None) -> UpsertResult:
+    """``RETURNING`` the stored ``(version, instant)``: ``snapshot``'s own exactly when it was
+    applied; otherwise a later snapshot is stored, which is not read (see ``UpsertResult``)."""
     if row is None:
         raise LostRace(f"no row came back for {snapshot.account_id!r}")
-    return _result_from_row(snapshot, row)
+    stored = (int(row["strategy_version"]), row["strategy_synced_at"])
+    if stored == snapshot.freshness:
+        return UpsertResult(applied=True, current=snapshot)
+    return UpsertResult(applied=False)
 
 
 def one_statement(dialect: Dialect, table: Table, name: UpsertName = "auto") -> OneStatement | None:
