@@ -21,14 +21,25 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from runtime_snapshot_mount_sqlalchemy import SQLAlchemyStore
+
 from . import measure, servers
-from .common import PATH, account_id, body
-from .loads import Client
+from .common import PATH, Client, account_id, body, parser
 from .servers import Settings, Target
 
 BASE = datetime(2026, 3, 22, tzinfo=timezone.utc)
 OFFSETS = [timezone.utc, timezone(timedelta(hours=2)), timezone(timedelta(hours=-5, minutes=-30))]
 FAILURES = (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, ValueError)
+OPTIONS = [  # option, default, help
+    ("--seconds", 60.0, "seconds of load"),
+    ("--servers", 3, "serve processes, on one table"),
+    ("--connections", 64, "connections, spread over the servers"),
+    ("--accounts", 1000, "accounts"),
+    ("--version-rate", 1.0, "how fast the window of versions sent rises, per second"),
+    ("--sample-every", 3.0, "seconds between two samples of the servers' memory"),
+    ("--max-rss-growth-mib", 16.0, "the most a server's RSS may grow after the first third"),
+    ("--out", "", "keep the servers' logs here [a temporary folder]"),
+]
 
 
 class Load:
@@ -81,7 +92,7 @@ async def drive(ports: list[int], pids: list[int], args: argparse.Namespace) -> 
     async def sample() -> None:
         while (at := time.monotonic() - started) < args.seconds:
             for pid in pids:
-                samples[pid].append((at, measure.rss(pid) or 0))
+                samples[pid].append((at, measure.rss(pid)))
             await asyncio.sleep(args.sample_every)
 
     work = [
@@ -93,8 +104,6 @@ async def drive(ports: list[int], pids: list[int], args: argparse.Namespace) -> 
 
 async def mismatches(url: str, table: str, load: Load) -> list[str]:
     """Accounts whose stored snapshot is not the greatest sent, read through the store."""
-    from runtime_snapshot_mount_sqlalchemy import SQLAlchemyStore
-
     store, wrong = SQLAlchemyStore(url, table_name=table), []
     try:
         for account, (pair, ids) in load.best.items():
@@ -108,26 +117,11 @@ async def mismatches(url: str, table: str, load: Load) -> list[str]:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench soak", description=__doc__.split("\n")[0]
-    )
-    for option, default in [
-        ("--seconds", 60.0),
-        ("--servers", 3),
-        ("--connections", 64),
-        ("--accounts", 1000),
-        ("--version-rate", 1.0),
-        ("--sample-every", 3.0),
-        ("--max-rss-growth-mib", 16.0),
-        ("--out", ""),
-    ]:
-        parser.add_argument(option, type=type(default), default=default, help="[%(default)s]")
-    default = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
-    parser.add_argument("--pg-url", default=os.environ.get("RSM_BENCH_POSTGRES_URL", default))
-    args = parser.parse_args(argv)
+    """``python -m bench soak``: the servers, the load, the checks; 1 if one fails."""
+    args = parser("python -m bench soak", __doc__, OPTIONS).parse_args(argv)
     workdir = Path(args.out or tempfile.mkdtemp(prefix="rsm-soak-"))
-    s = Settings(args.pg_url, "", f"rsm_soak_{os.getpid()}", workdir, cpus=(None, None))
-    s.accounts = args.accounts
+    table, cpus = f"rsm_soak_{os.getpid()}", (None, None)
+    s = Settings(args.pg_url, "", table, workdir, cpus=cpus, accounts=args.accounts)
     with contextlib.ExitStack() as stack:  # one by one: the first creates the table
         running = [
             stack.enter_context(servers.server(Target(f"soak-{i}", "serve", "postgres"), s, i == 0))
