@@ -120,13 +120,6 @@ def sql(url: str, *statements: str) -> list[Any]:
         return list(result.first() or []) if result.returns_rows else []
 
 
-def create_snapshot_table(url: str, name: str) -> None:
-    """A ceiling's table, as the SQLAlchemy plugin defines it: the product's shape and types."""
-    engine = create_engine(sync_url(url))
-    snapshot_table(MetaData(), name).create(engine)
-    engine.dispose()
-
-
 def unreachable(t: Target, s: Settings) -> str:
     """Why ``t``'s database cannot be used, or ''."""
     try:
@@ -151,15 +144,18 @@ def sqlite_file(t: Target, s: Settings) -> Path:
 
 
 def reset(t: Target, s: Settings) -> None:
-    """An empty store. ``serve`` and the hosts create their own tables; a ceiling's is made here."""
+    """An empty store. ``serve`` and the hosts create their own tables; a ceiling's is made
+    here, as the SQLAlchemy plugin defines it: the product's shape and types."""
     url = db_url(t, s) or f"sqlite:///{sqlite_file(t, s)}"
     if t.store == "sqlite":
         for suffix in ("", "-wal", "-shm", "-journal"):
             sqlite_file(t, s).with_name(sqlite_file(t, s).name + suffix).unlink(missing_ok=True)
     elif db_url(t, s):
         sql(url, *(f"DROP TABLE IF EXISTS {name}" for name in tables(t, s)))
-    if t.server == "ceiling" and t.store in ("sqlite", "postgres", "mariadb"):
-        create_snapshot_table(url, tables(t, s)[0])
+    if t.server == "ceiling" and t.store != "http":
+        engine = create_engine(sync_url(url))
+        snapshot_table(MetaData(), tables(t, s)[0]).create(engine)
+        engine.dispose()
 
 
 def drop_all(s: Settings) -> None:
