@@ -29,7 +29,6 @@ from typing import Any
 
 from . import measure, report, servers
 from .common import BENCH, PATH, SEED_VERSION, TOKEN, account_id, parser, pinned, send
-from .report import Run
 from .servers import BY_NAME, TARGETS, Settings, Target
 
 MEMORY = "memory-per-snapshot"
@@ -100,7 +99,7 @@ def run_wrk(cmd: list[str], seconds: float) -> tuple[dict[str, Any], float]:
     raise RuntimeError(f"wrk printed no figures: {done.stdout[-300:]} {done.stderr[-300:]}")
 
 
-def measure_run(t: Target, s: Settings, args: argparse.Namespace, base: int) -> Run:
+def measure_run(t: Target, s: Settings, args: argparse.Namespace, base: int) -> report.Run:
     """A fresh server for ``t``, checked with one upsert, seeded, warmed up, measured."""
     measure.wait_for_quiet(0.15, args.quiet_wait)
     url = servers.db_url(t, s)
@@ -170,7 +169,7 @@ def memory_per_snapshot(count: int, s: Settings) -> str:
     )
 
 
-def wrk_check(runs: dict[str, list[Run]]) -> list[str]:
+def wrk_check(runs: dict[str, list[report.Run]]) -> list[str]:
     """How far the load generator is from limiting the figures."""
     others = [rs for name, rs in runs.items() if name != "wrk-check"]
     if not runs.get("wrk-check") or not others:
@@ -189,11 +188,10 @@ def run(args: argparse.Namespace) -> int:
     cpus = (None, None) if args.no_pin or (os.cpu_count() or 1) < 2 else (0, 1)
     workdir = Path(args.out or tempfile.mkdtemp(prefix="rsm-bench-"))
     s = Settings(args.pg_url, args.mysql_url, args.table, workdir, args.pool_size, cpus)
-    s.workdir.mkdir(parents=True, exist_ok=True)
     chosen = [t for t in TARGETS if t.name in args.selected]
     skipped = {t.name: why for t in chosen if (why := servers.unreachable(t, s))}
     targets = [t for t in chosen if t.name not in skipped]
-    runs: dict[str, list[Run]] = defaultdict(list)
+    runs: dict[str, list[report.Run]] = defaultdict(list)
     notes = [f"skipped {name}: {why}" for name, why in skipped.items()]
     base = itertools.count(STEP, STEP)
     try:

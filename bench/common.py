@@ -23,6 +23,7 @@ PATH = "/" + UPSERT_PATH.lstrip("/")
 TOKEN = "bench-token"
 SEED_VERSION = 2**62  # the stale load's stored versions: above every version a load sends
 EXAMPLE = json.loads((ROOT / "examples" / "example-request.json").read_text())
+PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 SNAPSHOT_COLUMNS = tuple(column.name for column in snapshot_table(MetaData()).columns)
 
 
@@ -31,7 +32,7 @@ def parser(prog: str, doc: str, options: list[tuple[str, Any, str]]) -> argparse
     the environment."""
     parser = argparse.ArgumentParser(prog=prog, description=doc.split("\n")[0])
     env = {"--pg-url": "RSM_BENCH_POSTGRES_URL", "--mysql-url": "RSM_BENCH_MYSQL_URL"}
-    pg_url = ("--pg-url", "postgresql+asyncpg://postgres@127.0.0.1:5432/test", env["--pg-url"])
+    pg_url = ("--pg-url", PG_URL, "or RSM_BENCH_POSTGRES_URL")
     for option, default, text in [pg_url, *options]:
         default = os.environ.get(env.get(option, ""), default)
         parser.add_argument(

@@ -43,8 +43,7 @@ class Target:
         return self.mount + PATH
 
 
-A, S = "applied", "stale"
-PG = "/phonefarm"
+A, S, PG = "applied", "stale", "/phonefarm"
 # Each product sits next to its ceiling; the order is reversed every other round, so that
 # product and ceiling runs alternate.
 TARGETS = [
@@ -88,6 +87,9 @@ class Settings:
     cpus: tuple[int | None, int | None] = (0, 1)  # the servers' core, wrk's core
     accounts: int = 1000
     children: list[Popen[bytes]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
 
     @property
     def accounts_file(self) -> str:
