@@ -14,23 +14,26 @@ import asyncio
 import dataclasses
 import datetime
 import itertools
+import json
 import os
+import resource
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
-from . import loads, measure, report, servers
-from .common import BENCH, PATH, SEED_VERSION, account_id
-from .report import Run
+from . import measure, report, servers
+from .common import BENCH, PATH, SEED_VERSION, TOKEN, account_id, parser, pinned, send
 from .servers import BY_NAME, TARGETS, Settings, Target
 
 MEMORY = "memory-per-snapshot"
 STEP = 10**9  # each wrk run's versions start this far above the previous run's
-OPTIONS = [  # option, default, help
+OPTIONS: list[tuple[str, Any, str]] = [  # option, default, help
     ("--duration", 10.0, "measured seconds per run"),
     ("--warmup", 2.0, "seconds of load before each measured window"),
     ("--rounds", 5, "rounds over the targets; the figures are medians"),
@@ -38,7 +41,6 @@ OPTIONS = [  # option, default, help
     ("--profile", "host-sync", "targets to profile with py-spy afterwards ('': none)"),
     ("--profile-duration", 8.0, "seconds sampled"),
     ("--memory-count", 100_000, "upserts for memory-per-snapshot"),
-    ("--pg-url", "postgresql+asyncpg://postgres@127.0.0.1:5432/test", "or RSM_BENCH_POSTGRES_URL"),
     ("--mysql-url", "mysql+asyncmy://root@127.0.0.1:3306/test", "or RSM_BENCH_MYSQL_URL"),
     ("--table", f"rsm_bench_{os.getpid()}", "the bench's tables' prefix (dropped at the end)"),
     ("--pool-size", 20, "the ceilings' and the hosts' pools (the URL store's is 20)"),
@@ -52,49 +54,63 @@ OPTIONS = [  # option, default, help
 
 
 def arguments(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    """The options, checked: known targets, wrk installed."""
     every = [t.name for t in TARGETS] + [MEMORY]
-    parser.add_argument("--targets", default=",".join(every), help=", ".join(every))
-    parser.add_argument("--no-pin", action="store_true", help="no taskset: use every core")
-    env = {"--pg-url": "RSM_BENCH_POSTGRES_URL", "--mysql-url": "RSM_BENCH_MYSQL_URL"}
-    for option, default, text in OPTIONS:
-        default = os.environ.get(env.get(option, ""), default)
-        parser.add_argument(
-            option, type=type(default), default=default, help=f"{text} [%(default)s]"
-        )
-    args = parser.parse_args(argv)
-    args.selected, args.profiled = (
-        args.targets.split(","),
-        [n for n in args.profile.split(",") if n],
-    )
+    parse = parser("python -m bench", __doc__, OPTIONS)
+    parse.add_argument("--targets", default=",".join(every), help=", ".join(every))
+    parse.add_argument("--no-pin", action="store_true", help="no taskset: use every core")
+    args = parse.parse_args(argv)
+    args.selected = args.targets.split(",")
+    args.profiled = [n for n in args.profile.split(",") if n]
     unknown = set(args.selected + args.profiled) - set(every)
     if unknown:
-        parser.error(f"unknown targets: {', '.join(sorted(unknown))}")
+        parse.error(f"unknown targets: {', '.join(sorted(unknown))}")
     if not shutil.which("wrk"):
-        parser.error("wrk is not installed (Debian, Ubuntu: apt-get install wrk)")
+        parse.error("wrk is not installed (Debian, Ubuntu: apt-get install wrk)")
     return args
 
 
-def load_for(t: Target, port: int, s: Settings, args: argparse.Namespace) -> loads.Wrk:
-    if t.load == "stale":  # every account stored first above every version the load sends
+def load(t: Target, port: int, s: Settings, args: argparse.Namespace) -> Any:
+    """``t``'s load on ``port``: wrk with upsert.lua, as a command for (seconds, the first
+    version). For a stale load, every account is stored first above every version sent."""
+    if t.load == "stale":
         seeds = {account_id(i): SEED_VERSION for i in range(s.accounts)}
-        asyncio.run(loads.send(port, t.path, seeds, "upserted"))
+        asyncio.run(send(port, t.path, seeds, "upserted"))
     expect = "ignored_stale" if t.load == "stale" else "upserted"
-    return loads.Wrk(port, t.path, t.connections or args.connections, expect, s.accounts, s.cpus[1])
+    url, connections = f"http://127.0.0.1:{port}{t.path}", t.connections or args.connections
+
+    def command(seconds: float, base: int) -> list[str]:
+        cmd = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s"]
+        cmd += ["--timeout", "30s", "-s", str(BENCH / "upsert.lua"), url, "--", str(base)]
+        return pinned(s.cpus[1], [*cmd, str(s.accounts), TOKEN, "1", expect])
+
+    return command
 
 
-def measure_run(t: Target, s: Settings, args: argparse.Namespace, base: int) -> Run:
+def run_wrk(cmd: list[str], seconds: float) -> tuple[dict[str, Any], float]:
+    """One wrk run: its figures (upsert.lua's ``BENCH_JSON``) and the CPU seconds wrk used."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 90)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    used = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    for line in done.stdout.splitlines():
+        if line.startswith("BENCH_JSON "):
+            return json.loads(line.removeprefix("BENCH_JSON ")), used
+    raise RuntimeError(f"wrk printed no figures: {done.stdout[-300:]} {done.stderr[-300:]}")
+
+
+def measure_run(t: Target, s: Settings, args: argparse.Namespace, base: int) -> report.Run:
     """A fresh server for ``t``, checked with one upsert, seeded, warmed up, measured."""
     measure.wait_for_quiet(0.15, args.quiet_wait)
     url = servers.db_url(t, s)
     counted = counter(url)
     with servers.server(t, s) as (child, port):
-        asyncio.run(loads.send(port, t.path, {account_id(0): 1}))  # one answers 200
-        wrk = load_for(t, port, s, args)
-        warm, _ = wrk.run(args.warmup, base)
+        asyncio.run(send(port, t.path, {account_id(0): 1}))  # one answers 200
+        command = load(t, port, s, args)
+        warm, _ = run_wrk(command(args.warmup, base), args.warmup)
         server, db = measure.cpu_seconds(child.pid), measure.database_cpu_seconds()
         busy, started = measure.machine_busy_seconds(), time.monotonic()
-        figures, wrk_cpu = wrk.run(args.duration, base + STEP // 2)
+        figures, wrk_cpu = run_wrk(command(args.duration, base + STEP // 2), args.duration)
         wall = time.monotonic() - started
         server = measure.cpu_seconds(child.pid) - server
         others = measure.machine_busy_seconds() - busy - server - wrk_cpu
@@ -102,17 +118,17 @@ def measure_run(t: Target, s: Settings, args: argparse.Namespace, base: int) -> 
     time.sleep(0.5)  # the server's database sessions report their counts as they end
     sent = 1 + (s.accounts if t.load == "stale" else 0) + warm["requests"] + figures["requests"]
     errors = ("connect_errors", "read_errors", "write_errors", "timeouts", "non_200")
-    return Run(
-        rps=figures["requests"] / (figures["duration_us"] / 1e6),
-        p50_ms=figures["p50_us"] / 1000,
-        p99_ms=figures["p99_us"] / 1000,
-        non_200=sum(figures[k] for k in errors),
-        unexpected=figures["unexpected"],
-        us_per_request=server * 1e6 / max(1, figures["requests"]),
-        db_per_request=(counter(url) - counted - 1) / sent if counted >= 0 else -1.0,
-        others=max(0.0, others / wall),
-        wrk_cpu=wrk_cpu / wall,
-    )
+    return {
+        "req/s": figures["requests"] / (figures["duration_us"] / 1e6),
+        "p50 ms": figures["p50_us"] / 1000,
+        "p99 ms": figures["p99_us"] / 1000,
+        "non-200": sum(figures[k] for k in errors),
+        "unexp": figures["unexpected"],
+        "us/req": server * 1e6 / max(1, figures["requests"]),
+        "db/req": (counter(url) - counted - 1) / sent if counted >= 0 else -1.0,
+        "others": max(0.0, others / wall),
+        "wrk": wrk_cpu / wall,
+    }
 
 
 def counter(url: str) -> int:
@@ -128,7 +144,7 @@ def profile(t: Target, s: Settings, args: argparse.Namespace) -> list[str]:
     """py-spy ``t``'s server under its load; a few lines on where the time goes."""
     path = s.workdir / f"profile-{t.name}.speedscope.json"
     with servers.server(t, s) as (child, port):
-        cmd = load_for(t, port, s, args).command(args.profile_duration + 6, STEP * 10**6)
+        cmd = load(t, port, s, args)(args.profile_duration + 6, STEP * 10**6)
         loader = servers.start(cmd, s.workdir / "wrk-profile.log", s)
         time.sleep(2)
         try:
@@ -143,24 +159,24 @@ def memory_per_snapshot(count: int, s: Settings) -> str:
     others as a warm-up: its resident set's growth over them, per snapshot."""
     s = dataclasses.replace(s, accounts=count + 2000)
     with servers.server(BY_NAME["memory"], s) as (child, port):
-        asyncio.run(loads.send(port, PATH, {account_id(count + i): 7 for i in range(2000)}))
-        before = measure.rss(child.pid) or 0
-        asyncio.run(loads.send(port, PATH, {account_id(i): 7 for i in range(count)}))
-        per = ((measure.rss(child.pid) or 0) - before) / count
+        asyncio.run(send(port, PATH, {account_id(count + i): 7 for i in range(2000)}))
+        before = measure.rss(child.pid)
+        asyncio.run(send(port, PATH, {account_id(i): 7 for i in range(count)}))
+        per = (measure.rss(child.pid) - before) / count
     return (
         f"memory:// per stored snapshot: {per:.0f} bytes of the server's RSS growth over {count}"
         f" accounts (goal <= 2048: {'meets' if per <= 2048 else 'MISSES'})"
     )
 
 
-def wrk_check(runs: dict[str, list[Run]]) -> list[str]:
+def wrk_check(runs: dict[str, list[report.Run]]) -> list[str]:
     """How far the load generator is from limiting the figures."""
     others = [rs for name, rs in runs.items() if name != "wrk-check"]
     if not runs.get("wrk-check") or not others:
         return []
-    top = max(report.median([r.rps for r in rs]) for rs in others)
-    check = report.median([r.rps for r in runs["wrk-check"]])
-    most = max(r.wrk_cpu for rs in others for r in rs)
+    top = max(report.figure(rs, "req/s") for rs in others)
+    check = report.figure(runs["wrk-check"], "req/s")
+    most = max(r["wrk"] for rs in others for r in rs)
     return [
         f"wrk check: wrk reaches {check:.0f} req/s against a trivial responder, "
         f"{check / top:.1f} x the fastest target; it used at most {most:.0%} of its core"
@@ -168,14 +184,14 @@ def wrk_check(runs: dict[str, list[Run]]) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Every selected target, round after round; then the notes; then the report."""
     cpus = (None, None) if args.no_pin or (os.cpu_count() or 1) < 2 else (0, 1)
     workdir = Path(args.out or tempfile.mkdtemp(prefix="rsm-bench-"))
     s = Settings(args.pg_url, args.mysql_url, args.table, workdir, args.pool_size, cpus)
-    s.workdir.mkdir(parents=True, exist_ok=True)
     chosen = [t for t in TARGETS if t.name in args.selected]
     skipped = {t.name: why for t in chosen if (why := servers.unreachable(t, s))}
     targets = [t for t in chosen if t.name not in skipped]
-    runs: dict[str, list[Run]] = defaultdict(list)
+    runs: dict[str, list[report.Run]] = defaultdict(list)
     notes = [f"skipped {name}: {why}" for name, why in skipped.items()]
     base = itertools.count(STEP, STEP)
     try:
@@ -185,7 +201,7 @@ def run(args: argparse.Namespace) -> int:
                 try:
                     for _ in range(args.retries + 1):
                         result = measure_run(t, s, args, next(base))
-                        if result.others <= args.max_other:
+                        if result["others"] <= args.max_other:
                             break
                     runs[t.name].append(result)
                 except Exception as error:
@@ -204,16 +220,6 @@ def run(args: argparse.Namespace) -> int:
         for child in list(s.children):
             servers.stop(child, s, grace=5)
         servers.drop_all(s)
-    return write(args, s, targets, runs, notes)
-
-
-def write(
-    args: argparse.Namespace,
-    s: Settings,
-    targets: list[Target],
-    runs: dict[str, list[Run]],
-    notes: list[str],
-) -> int:
     table = report.rows(targets, runs, args.connections)
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     how = f"medians of {args.rounds} rounds of {args.duration:g} s (after {args.warmup:g} s)"
@@ -237,6 +243,7 @@ def write(
 
 
 def main(argv: list[str]) -> int:
+    """``python -m bench [soak] ...``; SIGTERM and SIGHUP end it as an interruption does."""
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, lambda number, frame: sys.exit(128 + number))
     if argv[:1] == ["soak"]:

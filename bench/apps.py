@@ -1,24 +1,24 @@
 """The apps the bench serves besides ``serve``: the ceilings, the FastAPI hosts, the wrk check.
 
-A ceiling is a bare Starlette route doing the least the endpoint must do (read and parse the
-body, one store step, answer SPEC's body: no authentication, validation or plugins) on
-uvicorn with uvloop, httptools and no access log: ``python -m bench.apps KIND PORT DB TABLE``.
-The hosts are FastAPI apps as ``examples/`` shows them, served by the uvicorn command
-(``uvicorn --factory bench.apps:async_host``); each mounts the product under ``/phonefarm``
-and the host ceiling under ``/ceiling``. SQL text is fine here: these are hand-written
-baselines, with the plugin's own column list.
+A ceiling is a bare Starlette route doing the least the endpoint must do (parse the body, one
+store step, answer: no authentication, validation or plugins) on uvicorn with uvloop,
+httptools and no access log: ``python -m bench.apps KIND PORT DB TABLE``. The hosts are
+FastAPI apps as ``examples/`` shows them (``uvicorn --factory bench.apps:async_host``); each
+mounts the product under ``/phonefarm`` and the host ceiling under ``/ceiling``. SQL text is
+fine here: these are hand-written baselines, with the plugin's own column list.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hmac
 import json
 import os
 import sqlite3
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timezone
 from typing import Any
 
@@ -36,33 +36,42 @@ from starlette.routing import Route
 
 from runtime_snapshot_mount import create_app
 
-from .common import PATH, TOKEN, account_id, answer, libpq, snapshot_columns
+from .common import PATH, SNAPSHOT_COLUMNS, TOKEN, account_id, answer, libpq
 
 Step = Callable[[Any, dict[str, Any]], Awaitable[bool]]  # (pool, request): applied or not
+COMPACT: dict[str, Any] = {"separators": (",", ":"), "ensure_ascii": False}
 
 
 def instant(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-def compact(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+def naive_utc(text: str) -> datetime:
+    return instant(text).astimezone(timezone.utc).replace(tzinfo=None)
 
 
-def row(data: dict[str, Any], columns: Sequence[str], when: Callable[[str], Any]) -> list[Any]:
+def utc_text(text: str) -> str:
+    """The instant as the plugin stores it on SQLite: UTC ``YYYY-MM-DD HH:MM:SS.ffffff``."""
+    return naive_utc(text).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def row(data: dict[str, Any], when: Callable[[str], Any] = instant) -> list[Any]:
     """The request's values in column order, as the plugin stores them: the instant through
     ``when``, JSON as compact text."""
     skills = data.get("active_skills")
     typed = {
         "strategy_synced_at": when(data["strategy_synced_at"]),
-        "active_skills": None if skills is None else compact(skills),
-        "personality": compact(data["personality"]),
+        "active_skills": None if skills is None else json.dumps(skills, **COMPACT),
+        "personality": json.dumps(data["personality"], **COMPACT),
     }
-    return [typed[c] if c in typed else data.get(c) for c in columns]
+    return [typed[c] if c in typed else data.get(c) for c in SNAPSHOT_COLUMNS]
 
 
-def on_conflict(table: str, columns: Sequence[str], marks: Sequence[str]) -> str:
-    """PostgreSQL's and SQLite's conditional upsert: write unless the stored snapshot is later."""
+def on_conflict(table: str, mark: str = "$") -> str:
+    """PostgreSQL's (``$1``) and SQLite's (``?``) conditional upsert: write unless the stored
+    snapshot is later."""
+    columns = SNAPSHOT_COLUMNS
+    marks = [f"${i + 1}" for i in range(len(columns))] if mark == "$" else [mark] * len(columns)
     updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c != "account_id")
     return (
         f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(marks)}) "
@@ -72,10 +81,6 @@ def on_conflict(table: str, columns: Sequence[str], marks: Sequence[str]) -> str
         f"AND {table}.strategy_synced_at <= excluded.strategy_synced_at) "
         "RETURNING strategy_version"
     )
-
-
-def numbered(columns: Sequence[str]) -> list[str]:
-    return [f"${i + 1}" for i in range(len(columns))]
 
 
 def route_app(step: Step, pool: Callable[[], Any] = contextlib.nullcontext) -> Starlette:
@@ -110,26 +115,19 @@ async def applied(pool: Any, data: dict[str, Any]) -> bool:
 
 def postgres_ceiling(dsn: str, table: str, pool_size: int) -> Starlette:
     """One autocommitted asyncpg round trip per request."""
-    columns = snapshot_columns()
-    sql = on_conflict(table, columns, numbered(columns))
+    sql = on_conflict(table)
 
     async def step(pool: Any, data: dict[str, Any]) -> bool:
         async with pool.acquire() as connection:
-            return await connection.fetchrow(sql, *row(data, columns, instant)) is not None
+            return await connection.fetchrow(sql, *row(data)) is not None
 
     return route_app(step, lambda: pg_pool(dsn, pool_size))
-
-
-def utc_text(text: str) -> str:
-    """The instant as the plugin stores it on SQLite: UTC ``YYYY-MM-DD HH:MM:SS.ffffff``."""
-    return instant(text).astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
 def sqlite_ceiling(path: str, table: str) -> Starlette:
     """Stdlib sqlite3 on the loop's thread, WAL with synchronous=FULL; per request one
     ``BEGIN IMMEDIATE``, the upsert, one ``COMMIT``: each request committed durably alone."""
-    columns = snapshot_columns()
-    sql = on_conflict(table, columns, ["?"] * len(columns))
+    sql = on_conflict(table, "?")
 
     @contextlib.asynccontextmanager
     async def connect() -> AsyncIterator[sqlite3.Connection]:  # on the event loop's thread
@@ -141,7 +139,7 @@ def sqlite_ceiling(path: str, table: str) -> Starlette:
     async def step(db: sqlite3.Connection, data: dict[str, Any]) -> bool:
         db.execute("BEGIN IMMEDIATE")
         try:
-            found = db.execute(sql, row(data, columns, utc_text)).fetchone()
+            found = db.execute(sql, row(data, utc_text)).fetchone()
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -151,10 +149,6 @@ def sqlite_ceiling(path: str, table: str) -> Starlette:
     return route_app(step, connect)
 
 
-def naive_utc(text: str) -> datetime:
-    return instant(text).astimezone(timezone.utc).replace(tzinfo=None)
-
-
 def mariadb_ceiling(url: str, table: str, pool_size: int) -> Starlette:
     """Raw asyncmy, autocommit, one round trip: ``INSERT ... ON DUPLICATE KEY UPDATE col =
     CASE WHEN <not stale> THEN VALUES(col) ELSE col END ... RETURNING`` (the compared columns
@@ -162,7 +156,7 @@ def mariadb_ceiling(url: str, table: str, pool_size: int) -> Starlette:
     request's own (version, instant)."""
     import asyncmy
 
-    columns, fresh = snapshot_columns(), ["strategy_synced_at", "strategy_version"]
+    columns, fresh = SNAPSHOT_COLUMNS, ["strategy_synced_at", "strategy_version"]
     old, new = (f"{table}.strategy_version", f"{table}.strategy_synced_at"), fresh[::-1]
     not_stale = (
         f"({old[0]} < VALUES({new[0]}) OR ({old[0]} = VALUES({new[0]}) "
@@ -180,7 +174,7 @@ def mariadb_ceiling(url: str, table: str, pool_size: int) -> Starlette:
     options |= {"minsize": pool_size, "maxsize": pool_size, "autocommit": True}
 
     async def step(pool: Any, data: dict[str, Any]) -> bool:
-        values = row(data, columns, naive_utc)
+        values = row(data, naive_utc)
         async with pool.acquire() as connection, connection.cursor() as cursor:
             await cursor.execute(sql, values)
             stored = await cursor.fetchone()
@@ -232,9 +226,8 @@ def host(engine_kind: str) -> FastAPI:
         if engine_kind == "async":
             await disposed
 
-    columns = snapshot_columns()
     find = f"SELECT is_active FROM {Account.__tablename__} WHERE account_id = $1"
-    upsert = on_conflict(snapshots.name, columns, numbered(columns))
+    upsert = on_conflict(snapshots.name)
     expected = f"Bearer {TOKEN}".encode()
 
     async def ceiling(request: Request) -> Response:
@@ -244,7 +237,7 @@ def host(engine_kind: str) -> FastAPI:
         async with state["pool"].acquire() as connection:
             if not await connection.fetchval(find, data["account_id"]):
                 return JSONResponse({"detail": "Not Found"}, 404)
-            stored = await connection.fetchrow(upsert, *row(data, columns, instant))
+            stored = await connection.fetchrow(upsert, *row(data))
         return JSONResponse(answer(data, stored is not None))
 
     app = FastAPI(lifespan=lifespan)
@@ -255,12 +248,8 @@ def host(engine_kind: str) -> FastAPI:
     return app
 
 
-def async_host() -> FastAPI:
-    return host("async")
-
-
-def sync_host() -> FastAPI:
-    return host("sync")
+async_host = functools.partial(host, "async")  # uvicorn --factory bench.apps:async_host
+sync_host = functools.partial(host, "sync")
 
 
 class Trivial(asyncio.Protocol):

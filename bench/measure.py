@@ -62,11 +62,12 @@ def wait_for_quiet(limit: float, max_wait: float) -> None:
             return
 
 
-def rss(pid: int) -> int | None:
+def rss(pid: int) -> int:
+    """A process's resident set in bytes; 0 once it has ended."""
     try:
         return int(psutil.Process(pid).memory_info().rss)
     except psutil.Error:
-        return None
+        return 0
 
 
 def machine() -> str:

@@ -42,13 +42,8 @@ class Target:
     def path(self) -> str:
         return self.mount + PATH
 
-    @property
-    def pinned(self) -> bool:
-        return "--workers" not in self.options
 
-
-A, S = "applied", "stale"
-PG = "/phonefarm"
+A, S, PG = "applied", "stale", "/phonefarm"
 # Each product sits next to its ceiling; the order is reversed every other round, so that
 # product and ceiling runs alternate.
 TARGETS = [
@@ -93,6 +88,9 @@ class Settings:
     accounts: int = 1000
     children: list[Popen[bytes]] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+
     @property
     def accounts_file(self) -> str:
         path = self.workdir / f"accounts-{self.accounts}.json"
@@ -102,19 +100,11 @@ class Settings:
         return str(path)
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def sync_url(url: str) -> Any:
     """``url`` with a synchronous driver (psycopg, PyMySQL) for the bench's own statements."""
-    parsed = make_url(url)
-    backend = parsed.get_backend_name()
+    backend = make_url(url).get_backend_name()
     driver = {"postgresql": "postgresql+psycopg", "sqlite": "sqlite"}
-    return parsed.set(drivername=driver.get(backend, f"{backend}+pymysql"))
+    return make_url(url).set(drivername=driver.get(backend, f"{backend}+pymysql"))
 
 
 @functools.cache
@@ -130,13 +120,6 @@ def sql(url: str, *statements: str) -> list[Any]:
         for statement in statements:
             result = connection.execute(text(statement))
         return list(result.first() or []) if result.returns_rows else []
-
-
-def create_snapshot_table(url: str, name: str) -> None:
-    """A ceiling's table, as the SQLAlchemy plugin defines it: the product's shape and types."""
-    engine = create_engine(sync_url(url))
-    snapshot_table(MetaData(), name).create(engine)
-    engine.dispose()
 
 
 def unreachable(t: Target, s: Settings) -> str:
@@ -163,15 +146,18 @@ def sqlite_file(t: Target, s: Settings) -> Path:
 
 
 def reset(t: Target, s: Settings) -> None:
-    """An empty store. ``serve`` and the hosts create their own tables; a ceiling's is made here."""
+    """An empty store. ``serve`` and the hosts create their own tables; a ceiling's is made
+    here, as the SQLAlchemy plugin defines it: the product's shape and types."""
     url = db_url(t, s) or f"sqlite:///{sqlite_file(t, s)}"
     if t.store == "sqlite":
         for suffix in ("", "-wal", "-shm", "-journal"):
             sqlite_file(t, s).with_name(sqlite_file(t, s).name + suffix).unlink(missing_ok=True)
     elif db_url(t, s):
         sql(url, *(f"DROP TABLE IF EXISTS {name}" for name in tables(t, s)))
-    if t.server == "ceiling" and t.store in ("sqlite", "postgres", "mariadb"):
-        create_snapshot_table(url, tables(t, s)[0])
+    if t.server == "ceiling" and t.store != "http":
+        engine = create_engine(sync_url(url))
+        snapshot_table(MetaData(), tables(t, s)[0]).create(engine)
+        engine.dispose()
 
 
 def drop_all(s: Settings) -> None:
@@ -181,19 +167,15 @@ def drop_all(s: Settings) -> None:
             sql(url, *(f"DROP TABLE IF EXISTS {name}" for name in names))
 
 
-def store_url(t: Target, s: Settings) -> str:
-    if t.store in ("memory", "sqlite"):
-        return "memory://" if t.store == "memory" else f"sqlite:///{sqlite_file(t, s)}"
-    url = db_url(t, s)
-    return f"{url}{'&' if '?' in url else '?'}table={s.table}"
-
-
 def command(t: Target, port: int, s: Settings) -> list[str]:
     """``serve`` with its default options plus only what a run must set; a host under the
     uvicorn command, as a host runs it; a ceiling or the wrk check on the best stack."""
     listen = ["--host", "127.0.0.1", "--port", str(port)]
     if t.server == "serve":
-        store = ["--store", store_url(t, s), "--api-key", TOKEN, "--accounts", s.accounts_file]
+        url = db_url(t, s)
+        url = f"{url}{'&' if '?' in url else '?'}table={s.table}" if url else ""
+        url = url or ("memory://" if t.store == "memory" else f"sqlite:///{sqlite_file(t, s)}")
+        store = ["--store", url, "--api-key", TOKEN, "--accounts", s.accounts_file]
         product = Path(sys.executable).parent / "runtime-snapshot-mount"  # the README's set-up
         return [str(product), "serve", *listen, *store, *t.options]
     if t.server.endswith("_host"):
@@ -201,14 +183,6 @@ def command(t: Target, port: int, s: Settings) -> list[str]:
         return [sys.executable, "-m", "uvicorn", *app, *listen, "--no-access-log"]
     db = {"sqlite": str(sqlite_file(t, s)), "postgres": libpq(s.pg_url)}.get(t.store, s.mysql_url)
     return [sys.executable, "-m", "bench.apps", t.store or t.server, str(port), db, tables(t, s)[0]]
-
-
-def environment(t: Target, s: Settings) -> dict[str, str]:
-    """This environment, less what would set ``serve``'s options, plus a host's settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RSM_", "PHONEFARM_"))}
-    if t.server.endswith("_host"):
-        env |= {"RSM_BENCH_DATABASE_URL": s.pg_url, "RSM_BENCH_TABLE": f"{s.table}_host"}
-    return env | {"RSM_BENCH_ACCOUNTS": str(s.accounts), "RSM_BENCH_POOL_SIZE": str(s.pool_size)}
 
 
 def start(cmd: list[str], log: Path, s: Settings, **options: Any) -> Popen[bytes]:
@@ -231,27 +205,30 @@ def stop(child: Popen[bytes], s: Settings, grace: float = 15.0) -> None:
     s.children.remove(child)
 
 
-def wait_listening(child: Popen[bytes], port: int, log: Path, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while child.poll() is None and time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
-            return
-        time.sleep(0.05)
-    lines = log.read_text(errors="replace").splitlines()[-12:]
-    raise RuntimeError(f"server not listening ({child.poll()}): {' | '.join(lines)}")
-
-
 @contextlib.contextmanager
 def server(t: Target, s: Settings, fresh: bool = True) -> Iterator[tuple[Popen[bytes], int]]:
-    """A server for ``t`` (on an empty store if ``fresh``), listening: yields it and its port."""
+    """A server for ``t`` (on an empty store if ``fresh``), listening: yields it and its port.
+    Its environment drops what would set ``serve``'s options and adds a host's settings."""
     if fresh:
         reset(t, s)
-    port, log = free_port(), s.workdir / f"server-{t.name}.log"
-    cmd = pinned(s.cpus[0] if t.pinned else None, command(t, port, s))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port, log = probe.getsockname()[1], s.workdir / f"server-{t.name}.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RSM_", "PHONEFARM_"))}
+    env |= {"RSM_BENCH_ACCOUNTS": str(s.accounts), "RSM_BENCH_POOL_SIZE": str(s.pool_size)}
+    env |= {"RSM_BENCH_DATABASE_URL": s.pg_url, "RSM_BENCH_TABLE": f"{s.table}_host"}
+    cmd = pinned(None if "--workers" in t.options else s.cpus[0], command(t, port, s))
     cwd = s.workdir if t.server == "serve" else ROOT  # python -m bench.apps: from ROOT
-    child = start(cmd, log, s, env=environment(t, s), cwd=cwd)
+    child = start(cmd, log, s, env=env, cwd=cwd)
     try:
-        wait_listening(child, port, log, timeout=60)
+        deadline = time.monotonic() + 60
+        while child.poll() is None and time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+                break
+            time.sleep(0.05)
+        else:
+            lines = log.read_text(errors="replace").splitlines()[-12:]
+            raise RuntimeError(f"server not listening ({child.poll()}): {' | '.join(lines)}")
         yield child, port
     finally:
         stop(child, s)

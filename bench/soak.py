@@ -19,38 +19,61 @@ import tempfile
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+
+from runtime_snapshot_mount_sqlalchemy import SQLAlchemyStore
 
 from . import measure, servers
-from .common import PATH, account_id, body
-from .loads import Client
+from .common import PATH, Client, account_id, body, parser
 from .servers import Settings, Target
 
 BASE = datetime(2026, 3, 22, tzinfo=timezone.utc)
 OFFSETS = [timezone.utc, timezone(timedelta(hours=2)), timezone(timedelta(hours=-5, minutes=-30))]
 FAILURES = (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, ValueError)
+OPTIONS = [  # option, default, help
+    ("--seconds", 60.0, "seconds of load"),
+    ("--servers", 3, "serve processes, on one table"),
+    ("--connections", 64, "connections, spread over the servers"),
+    ("--accounts", 1000, "accounts"),
+    ("--version-rate", 1.0, "how fast the window of versions sent rises, per second"),
+    ("--sample-every", 3.0, "seconds between two samples of the servers' memory"),
+    ("--max-rss-growth-mib", 16.0, "the most a server's RSS may grow after the first third"),
+    ("--out", "", "keep the servers' logs here [a temporary folder]"),
+]
 
 
 class Load:
-    """The requests sent and answered, and per account the greatest (version, instant)."""
+    """The requests sent and answered, per account the greatest (version, instant) sent, and
+    the servers' memory sampled meanwhile."""
 
-    def __init__(self, accounts: int) -> None:
-        self.accounts = [account_id(i) for i in range(accounts)]
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args, self.started = args, time.monotonic()
+        self.accounts = [account_id(i) for i in range(args.accounts)]
         self.best: dict[str, tuple[tuple[int, datetime], set[str]]] = {}
         self.answers: collections.Counter[str] = collections.Counter()
-        self.answered: list[tuple[str, tuple[int, datetime], str]] = []
+        self.ignored: set[tuple[str, tuple[int, datetime]]] = set()
         self.latencies: list[float] = []
+        self.samples: dict[int, list[tuple[float, int]]] = {}
 
-    async def connection(
-        self, number: int, port: int, args: argparse.Namespace, started: float
-    ) -> None:
-        rng, client = random.Random(number), Client(port, PATH)
+    async def run(self, ports: list[int], pids: list[int]) -> None:
+        """``--connections`` connections over the servers, and the sampling, to the end."""
+        self.started = time.monotonic()
+        work = [self.connection(n, ports[n % len(ports)]) for n in range(self.args.connections)]
+        await asyncio.wait_for(asyncio.gather(self.sample(pids), *work), self.args.seconds + 120)
+
+    async def sample(self, pids: list[int]) -> None:
+        while (at := time.monotonic() - self.started) < self.args.seconds:
+            for pid in pids:
+                self.samples.setdefault(pid, []).append((at, measure.rss(pid)))
+            await asyncio.sleep(self.args.sample_every)
+
+    async def connection(self, number: int, port: int) -> None:
+        rng, client, args = random.Random(number), Client(port, PATH), self.args
         for sequence in range(10**9):  # a bound; the deadline ends it
             now = time.monotonic()
-            if now - started >= args.seconds:
+            if now - self.started >= args.seconds:
                 break
             account = rng.choice(self.accounts)
-            version = 1 + int((now - started) * args.version_rate) + rng.randrange(8)
+            version = 1 + int((now - self.started) * args.version_rate) + rng.randrange(8)
             instant = BASE + timedelta(microseconds=rng.randrange(86_400 * 10**6))
             text = instant.astimezone(rng.choice(OFFSETS)).isoformat(timespec="microseconds")
             pair, snapshot = (version, instant), f"c{number}-{sequence}"
@@ -70,31 +93,13 @@ class Load:
             self.latencies.append(time.perf_counter() - sent)
             outcome = answer.get("status", "?") if status == 200 else ""
             self.answers[f"{status} {outcome}".strip()] += 1
-            self.answered.append((account, pair, outcome))
+            if outcome == "ignored_stale":
+                self.ignored.add((account, pair))
         client.close()
-
-
-async def drive(ports: list[int], pids: list[int], args: argparse.Namespace) -> tuple[Load, Any]:
-    load, samples = Load(args.accounts), {pid: [] for pid in pids}
-    started = time.monotonic()
-
-    async def sample() -> None:
-        while (at := time.monotonic() - started) < args.seconds:
-            for pid in pids:
-                samples[pid].append((at, measure.rss(pid) or 0))
-            await asyncio.sleep(args.sample_every)
-
-    work = [
-        load.connection(n, ports[n % len(ports)], args, started) for n in range(args.connections)
-    ]
-    await asyncio.wait_for(asyncio.gather(sample(), *work), args.seconds + 120)
-    return load, samples
 
 
 async def mismatches(url: str, table: str, load: Load) -> list[str]:
     """Accounts whose stored snapshot is not the greatest sent, read through the store."""
-    from runtime_snapshot_mount_sqlalchemy import SQLAlchemyStore
-
     store, wrong = SQLAlchemyStore(url, table_name=table), []
     try:
         for account, (pair, ids) in load.best.items():
@@ -108,43 +113,26 @@ async def mismatches(url: str, table: str, load: Load) -> list[str]:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench soak", description=__doc__.split("\n")[0]
-    )
-    for option, default in [
-        ("--seconds", 60.0),
-        ("--servers", 3),
-        ("--connections", 64),
-        ("--accounts", 1000),
-        ("--version-rate", 1.0),
-        ("--sample-every", 3.0),
-        ("--max-rss-growth-mib", 16.0),
-        ("--out", ""),
-    ]:
-        parser.add_argument(option, type=type(default), default=default, help="[%(default)s]")
-    default = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
-    parser.add_argument("--pg-url", default=os.environ.get("RSM_BENCH_POSTGRES_URL", default))
-    args = parser.parse_args(argv)
+    """``python -m bench soak``: the servers, the load, the checks; 1 if one fails."""
+    args = parser("python -m bench soak", __doc__, OPTIONS).parse_args(argv)
     workdir = Path(args.out or tempfile.mkdtemp(prefix="rsm-soak-"))
-    s = Settings(args.pg_url, "", f"rsm_soak_{os.getpid()}", workdir, cpus=(None, None))
-    s.accounts = args.accounts
+    table, cpus = f"rsm_soak_{os.getpid()}", (None, None)
+    s = Settings(args.pg_url, "", table, workdir, cpus=cpus, accounts=args.accounts)
     with contextlib.ExitStack() as stack:  # one by one: the first creates the table
         running = [
             stack.enter_context(servers.server(Target(f"soak-{i}", "serve", "postgres"), s, i == 0))
             for i in range(args.servers)
         ]
         stack.callback(servers.sql, args.pg_url, f"DROP TABLE IF EXISTS {s.table}")
-        load, samples = asyncio.run(
-            drive([p for _, p in running], [c.pid for c, _ in running], args)
-        )
+        load = Load(args)
+        asyncio.run(load.run([p for _, p in running], [c.pid for c, _ in running]))
         wrong = asyncio.run(mismatches(args.pg_url, s.table, load))
         alive = all(child.poll() is None for child, _ in running)
     logs = [log.read_text(errors="replace") for log in workdir.glob("server-soak-*.log")]
     logged = [line for text in logs for line in text.splitlines() if " ERROR " in line]
-    greatest = {a: pair for a, (pair, _ids) in load.best.items()}
-    best_ignored = sum(1 for a, p, o in load.answered if o == "ignored_stale" and greatest[a] == p)
+    best_ignored = sum((a, pair) in load.ignored for a, (pair, _ids) in load.best.items())
     growth = 0.0
-    for points in samples.values():  # the last sample against the first third's largest
+    for points in load.samples.values():  # the last sample against the first third's largest
         first = [v for at, v in points if at <= args.seconds / 3] or [points[0][1]]
         growth = max(growth, (points[-1][1] - max(first)) / 2**20)
     answers, lat = load.answers, sorted(load.latencies) or [0.0]

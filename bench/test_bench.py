@@ -41,7 +41,8 @@ def test_the_sqlite_ceiling_keeps_the_stale_rule_on_the_plugins_table(tmp_path: 
 
 def test_the_report_divides_medians_and_judges_the_goal() -> None:
     def run(rps: float) -> Run:
-        return Run(rps, 1.0, 2.0, 0, 0, 100.0, -1.0, 0.0, 0.1)
+        figures = [rps, 1.0, 2.0, 0, 0, 100.0, -1.0, 0.0]
+        return dict(zip(report.FIGURES, figures, strict=True)) | {"wrk": 0.1}
 
     runs = {"ceiling-http": [run(1000), run(900), run(1100)], "memory": [run(950), run(920)]}
     table = report.rows([BY_NAME["ceiling-http"], BY_NAME["memory"]], runs, 32)
