@@ -101,7 +101,8 @@ class SQLAlchemyAccounts:
             if condition is not None:
                 statement = statement.where(condition)
         if self._driver is not None and statement is self._select:
-            row = await self._driver.fetch(statement, {"account_id": key})
+            # the connection is left to the request's upsert (see the driver module)
+            row = await self._driver.fetch(statement, {"account_id": key}, hand_over=True)
             return None if row is None else _account(row["account_id"], row["active"])
         return await self._runner.run(partial(_find, statement, key))
 

@@ -22,6 +22,13 @@ connection underneath a pooled connection, through documented API only:
   :func:`~runtime_snapshot_mount_sqlalchemy.is_transient` judges by its ``sqlstate`` (or
   MySQL error code).
 
+One request's account lookup and upsert share one checkout: a lookup (``fetch(...,
+hand_over=True)``) leaves its connection with the running task instead of returning it, and
+the next statement that task runs on the same engine takes it over -- the upsert, which follows
+the lookup without waiting on anything. If the task waits first (a 404, another plugin's
+hook that awaits, a cancellation), the connection goes back to the pool at that moment, from a
+callback of the event loop: it is never held across a wait.
+
 These statements bypass SQLAlchemy's execution events: ``echo``, ``before_cursor_execute``
 listeners and the like do not see them (connection events -- ``connect``, ``checkout``,
 ``checkin`` -- still fire). ``SQLAlchemyStore(engine, execution="sqlalchemy")`` keeps every
@@ -30,8 +37,10 @@ statement on SQLAlchemy's own path.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Mapping
+from contextvars import ContextVar
 from functools import partial
 from typing import Any, Literal
 
@@ -94,15 +103,18 @@ class DriverConnections:
         return compiled
 
     async def fetch(
-        self, statement: ClauseElement, values: Mapping[str, Any]
+        self, statement: ClauseElement, values: Mapping[str, Any], *, hand_over: bool = False
     ) -> dict[str, Any] | None:
         """Run ``statement`` with ``values`` and return its first row (``{key: value}``, as
-        SQLAlchemy would return it), or ``None``."""
+        SQLAlchemy would return it), or ``None``. ``hand_over``: leave the connection to the
+        task's next statement on this engine (see the module's notes); on a synchronous
+        engine every statement has a checkout of its own."""
         engine = self.engine
         if not isinstance(engine, AsyncEngine):
             fetch = partial(self._fetch_blocking, engine, statement, values)
             return await anyio.to_thread.run_sync(fetch, abandon_on_cancel=True)
-        raw = await engine.raw_connection()  # checked out of the engine's own pool
+        raw = _HandOver.take(engine) or await engine.raw_connection()  # the engine's own pool
+        kept = False
         try:
             compiled = self._compile(statement)
             driver = raw.driver_connection
@@ -119,8 +131,10 @@ class DriverConnections:
                 raw.invalidate(error)
                 message = f"the database connection was lost: {error}"
                 raise ConnectionResetError(message) from error
+            kept = hand_over and _HandOver.leave(engine, raw)
         finally:
-            raw.close()  # back to the pool (an invalidated one reconnects at its next use)
+            if not kept:
+                raw.close()  # back to the pool (an invalidated one reconnects at its next use)
         return None if record is None else compiled.row(record)
 
     def _fetch_blocking(
@@ -151,6 +165,46 @@ class DriverConnections:
         finally:
             raw.close()
         return None if record is None else compiled.row(record)
+
+
+class _HandOver:
+    """A pooled connection that a task's statement left for the task's next one on the same
+    engine; the event loop gives it back to the pool as soon as the task waits first."""
+
+    current: ContextVar[_HandOver | None] = ContextVar("rsm_connection_hand_over", default=None)
+
+    def __init__(self, engine: AsyncEngine, raw: Any) -> None:
+        self.engine = engine
+        self.raw = raw
+
+    @classmethod
+    def leave(cls, engine: AsyncEngine, raw: Any) -> bool:
+        """Leave ``raw`` to the running task; False (keep nothing) outside a task."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return False
+        if asyncio.current_task() is None:
+            return False
+        left = cls(engine, raw)
+        cls.current.set(left)
+        loop.call_soon(left.give_back)  # runs once the task waits (or has ended)
+        return True
+
+    @classmethod
+    def take(cls, engine: AsyncEngine) -> Any:
+        """The connection this task left on ``engine``, now the caller's; or ``None``."""
+        left = cls.current.get()
+        if left is None or left.raw is None or left.engine is not engine:
+            return None
+        raw, left.raw = left.raw, None
+        cls.current.set(None)
+        return raw
+
+    def give_back(self) -> None:
+        raw, self.raw = self.raw, None
+        if raw is not None:
+            raw.close()
 
 
 async def _asyncpg_row(driver: Any, sql: str, parameters: list[Any]) -> Any:
