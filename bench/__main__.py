@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from . import measure, report, servers
-from .common import BENCH, PATH, SEED_VERSION, TOKEN, account_id, parser, pinned, send
+from .common import BENCH, PATH, ROOT, SEED_VERSION, TOKEN, account_id, parser, pinned, send
 from .servers import BY_NAME, TARGETS, Settings, Target
 
 MEMORY = "memory-per-snapshot"
@@ -50,6 +50,7 @@ OPTIONS: list[tuple[str, Any, str]] = [  # option, default, help
     ("--out", "", "keep the servers' logs and the profiles here [a temporary folder]"),
     ("--results", str(BENCH / "RESULTS.md"), "the table, as markdown"),
     ("--chart", str(BENCH / "ratios.png"), "the bar chart"),
+    ("--readme", str(ROOT / "README.md"), "its summary of a full run ('': leave it)"),
 ]
 
 
@@ -237,7 +238,16 @@ def run(args: argparse.Namespace) -> int:
         + "".join(f"{'  ' * note.startswith(' ')}- {note.strip()}\n" for note in notes)
         + picture
     )
-    print(f"written: {args.results}{', ' + args.chart if drew else ''}; logs: {s.workdir}")
+    written = [args.results] + [args.chart] * drew
+    lines = report.summary(runs)
+    if args.readme and lines and not short:  # only a full run of every target it names
+        memory = [note for note in notes if note.startswith("memory://")]
+        lines = [f"The last full run ({when}; the whole table is in `bench/RESULTS.md`):", ""]
+        lines += [*report.summary(runs), "", *(f"{note}." for note in memory)]
+        readme = Path(args.readme)
+        readme.write_text(report.replace_between(readme.read_text(), lines))
+        written.append(args.readme)
+    print(f"written: {', '.join(written)}; logs: {s.workdir}")
     failed = any(note.startswith(("run failed", "interrupted")) for note in notes)
     return 1 if failed else 0
 

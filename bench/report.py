@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from .servers import Target
+from .servers import BY_NAME, Target
 
 # Each column of figures, and its format: one run of a target is a dict of these figures (and
 # "wrk" for the share of its core wrk used); a cell is the median over the rounds, or the sum
@@ -46,6 +46,49 @@ def rows(targets: list[Target], runs: dict[str, list[Run]], connections: int) ->
         ceiling = f"{found:.2f} of {t.ceiling}" if found is not None else ""
         table.append([*cells, ceiling, verdict])
     return table
+
+
+# The README's summary: one line per product, the ratios of its targets joined by " / ".
+SUMMARY = [
+    ("`serve` on memory://, default options (access log on), applied / stale", "memory"),
+    ("`serve` on memory://, `--no-access-log`", "memory-nolog"),
+    ("`serve` on the default SQLite store, against a store that commits every request", "sqlite"),
+    ("`serve` on SQLite, 64 connections", "sqlite@64"),
+    ("`serve` on PostgreSQL (`postgresql+asyncpg://`), applied / stale", "postgres"),
+    ("`serve --workers 2` on PostgreSQL (not pinned to one core)", "postgres-w2"),
+    ("`serve` on MariaDB (`mysql+asyncmy://`), applied / stale", "mariadb"),
+    (
+        "a FastAPI host on its own `AsyncEngine` (asyncpg) + ORM accounts, applied / stale",
+        "host-async",
+    ),
+    ("the same host on a sync `Engine` (psycopg)", "host-sync"),
+]
+SUMMARY_START, SUMMARY_END = "<!-- bench:summary -->", "<!-- /bench:summary -->"
+
+
+def summary(runs: dict[str, list[Run]]) -> list[str]:
+    """The README's table of ratios and goals (each target with its ``-stale`` twin, if it
+    has one), or no lines unless every target it names ran."""
+    lines = ["| target | product / its ceiling | goal |", "| --- | --- | --- |"]
+    for label, name in SUMMARY:
+        found = [BY_NAME[n] for n in (name, f"{name}-stale") if n in BY_NAME]
+        if not all(runs.get(t.name) for t in found):
+            return []
+        if found[0].connections:  # sqlite@64: no ratio, no error
+            bad = figure(runs[name], "non-200")
+            lines.append(f"| {label} | {bad:.0f} non-200 | 0 non-200 |")
+            continue
+        values = " / ".join(f"{ratio(t, runs) or 0:.2f}" for t in found)
+        goals = dict.fromkeys("reported" if t.goal is None else f"≥ {t.goal:g}" for t in found)
+        lines.append(f"| {label} | {values} | {' / '.join(goals)} |")
+    return lines
+
+
+def replace_between(text: str, lines: list[str]) -> str:
+    """``text`` with the lines between the summary's markers replaced by ``lines``."""
+    head, rest = text.split(SUMMARY_START, 1)
+    _, tail = rest.split(SUMMARY_END, 1)
+    return "\n".join([head + SUMMARY_START, *lines, SUMMARY_END + tail])
 
 
 def markdown(table: list[list[str]]) -> str:

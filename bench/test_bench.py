@@ -49,3 +49,24 @@ def test_the_report_divides_medians_and_judges_the_goal() -> None:
     assert table[1][-2:] == ["0.94 of ceiling-http", ">= 0.92: meets"]
     assert report.markdown(table).count("\n") == 3
     assert json.loads(body(account_id(3), 9))["account_id"] == "account_user000000003"
+
+
+def test_the_readme_summary_needs_every_target_and_replaces_only_its_part() -> None:
+    def run(rps: float, non_200: float = 0) -> Run:
+        figures = [rps, 1.0, 2.0, non_200, 0, 100.0, -1.0, 0.0]
+        return dict(zip(report.FIGURES, figures, strict=True)) | {"wrk": 0.1}
+
+    runs = {t.name: [run(1000)] for t in TARGETS}
+    runs["memory-stale"] = [run(800)]
+    runs["sqlite@64"] = [run(900, non_200=3)]
+    lines = report.summary(runs)
+    assert len(lines) == 2 + len(report.SUMMARY)
+    assert "| 1.00 / 0.80 | ≥ 0.92 |" in lines[2]
+    assert lines[5].endswith("| 3 non-200 | 0 non-200 |")
+    assert lines[-1].endswith("| 1.00 | reported |")
+    del runs["host-async-stale"]
+    assert report.summary(runs) == []
+    text = f"intro\n{report.SUMMARY_START}\nold\n{report.SUMMARY_END}\nrest\n"
+    assert report.replace_between(text, ["a", "b"]) == (
+        f"intro\n{report.SUMMARY_START}\na\nb\n{report.SUMMARY_END}\nrest\n"
+    )
