@@ -71,6 +71,10 @@ class _Seconds:
         return last[1], int((created - second) * 1000)
 
 
+_ACCESS_TEXT = f"%s,%03d {_INFO} {ACCESS_LOGGER_NAME}: {ACCESS_MESSAGE}"
+_ACCESS_TEXT_WITH_ID = _ACCESS_TEXT + " [%s]"
+
+
 class TextFormatter(logging.Formatter):
     """``TIME LEVEL LOGGER: MESSAGE [REQUEST_ID]`` (the access record's message reads
     ``METHOD PATH STATUS OUTCOME DURATIONms``); ``TIME`` is local, ``YYYY-MM-DD
@@ -95,12 +99,13 @@ class TextFormatter(logging.Formatter):
         return line
 
     def format_access(self, line: AccessLine) -> str:
-        """The line :meth:`format` gives the access record of ``line``."""
+        """The line :meth:`format` gives the access record of ``line`` (one ``%`` format)."""
         created, method, path, status, outcome, duration_ms, request_id = line
         second, milliseconds = self._seconds(created)
-        message = ACCESS_MESSAGE % (method, path, status, outcome, duration_ms)
-        text = f"{second},{milliseconds:03d} {_INFO} {ACCESS_LOGGER_NAME}: {message}"
-        return text if request_id == "-" or not request_id else f"{text} [{request_id}]"
+        if request_id == "-" or not request_id:
+            return _ACCESS_TEXT % (second, milliseconds, method, path, status, outcome, duration_ms)
+        values = (second, milliseconds, method, path, status, outcome, duration_ms, request_id)
+        return _ACCESS_TEXT_WITH_ID % values
 
 
 def _json_access_template() -> str:
