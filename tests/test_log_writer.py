@@ -158,6 +158,28 @@ def test_after_close_put_writes_on_the_callers_thread() -> None:
     assert threading.current_thread().name in stream.threads
 
 
+def test_after_a_close_that_timed_out_put_neither_blocks_nor_writes_beside_the_thread(
+    pipe: tuple[BinaryIO, Any],
+) -> None:
+    reader, output = pipe
+    block(output)
+    writer = BatchWriter(output, max_backlog=1 << 20, report=report)
+    writer.put(b"stuck\n")  # the thread now waits in write: nobody reads
+    writer.close(timeout=0.2)
+    returned = threading.Event()
+    putting = threading.Thread(target=lambda: (writer.put(b"late\n"), returned.set()))
+    putting.start()
+    assert returned.wait(5)  # queued for the thread, not written on the caller's thread
+    received: list[list[bytes]] = []
+    reading = threading.Thread(target=lambda: received.append(read_all(reader)))
+    reading.start()
+    assert writer.flush(timeout=None)
+    writer.close()
+    output.close()
+    reading.join()
+    assert received[0] == [b"stuck\n", b"late\n"]  # both, once each, in order
+
+
 # -- BatchedLineHandler --------------------------------------------------------------------
 
 
@@ -308,3 +330,21 @@ def test_format_access_gives_the_records_line(
     line = (created, method, path, status, outcome, duration_ms, request_id)
     for formatter in (TextFormatter(), JsonFormatter()):
         assert formatter.format_access(line) == formatter.format(access_record(line))
+
+
+def test_finish_writes_what_waits_and_then_each_line_at_once_on_the_callers_thread() -> None:
+    stream = Recording()
+    handler = handler_on(stream, TextFormatter())
+    logger = logging.getLogger("rsm-test-finish")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        logger.warning("waiting")
+        handler.finish()
+        assert stream.getvalue().endswith("waiting\n")
+        logger.warning("after")  # no flush: the process may end by a signal right now
+        assert stream.getvalue().endswith("after\n")
+        assert threading.current_thread().name in stream.threads
+    finally:
+        logger.removeHandler(handler)
+        handler.close()

@@ -95,7 +95,9 @@ class BatchWriter:
     At most ``max_backlog`` bytes wait (or are being written); a chunk that does not fit is
     dropped and its lines counted, and once everything waiting has been written, the line
     ``report(count)`` returns is written. :meth:`close` writes what waits and stops the
-    thread; :meth:`put` after it writes to ``stream`` on the caller's thread. A process forked
+    thread; once it has stopped, :meth:`put` writes to ``stream`` on the caller's thread (a
+    thread still stuck on a blocked output after ``close`` keeps taking the chunks, so
+    :meth:`put` never waits for the output). A process forked
     from this one starts a thread of its own on its first :meth:`put`.
     """
 
@@ -115,6 +117,7 @@ class BatchWriter:
         self._failing = False  # the last write failed: the output is gone
         self._stalled = False  # a wait for the output timed out, and nothing was written since
         self._closed = False
+        self._running = True  # the thread takes chunks (False once it has stopped for good)
         self._thread = threading.Thread(target=self._run, name="rsm-log-writer", daemon=True)
         self._thread.start()
 
@@ -128,7 +131,7 @@ class BatchWriter:
         if self._pid != os.getpid():
             self._start()
         with self._changed:
-            if not self._closed:
+            if self._running:
                 if self._backlog and self._backlog + len(chunk) > self.max_backlog:
                     self._dropped += chunk.count(b"\n")
                 else:
@@ -170,6 +173,7 @@ class BatchWriter:
             with self._changed:
                 self._changed.wait_for(lambda: self._chunks or self._closed)
                 if not self._chunks:
+                    self._running = False
                     return
                 data = b"".join(self._chunks)
                 self._chunks.clear()
@@ -267,11 +271,16 @@ class BatchedLineHandler(AccessHandler):
         self._write_pending()
         self.writer.flush()
 
+    def finish(self) -> None:
+        """Write everything waiting, then stop the writer's thread: from then on each line
+        is written at once, on the thread that logs it (the handler stays open)."""
+        self.flush()
+        self.writer.close()
+
     def close(self) -> None:
         """Write everything waiting, then stop the writer's thread."""
         try:
-            self.flush()
-            self.writer.close()
+            self.finish()
         finally:
             super().close()
 

@@ -234,6 +234,23 @@ def configure(
     logging.config.dictConfig(config)
 
 
+def finish() -> None:
+    """At the app's shutdown: write every line waiting, and from then on each line at once.
+
+    The server may end the process by a signal before a writer thread could write its last
+    lines (a uvicorn worker raises SIGTERM again, with its default action, once it has shut
+    down), so the handlers of the ``runtime_snapshot_mount`` and uvicorn loggers stop their
+    threads; handlers of other kinds are flushed.
+    """
+    names = (LOGGER_NAME, ACCESS_LOGGER_NAME, *SERVER_LOGGER_NAMES)
+    handlers = {handler for name in names for handler in logging.getLogger(name).handlers}
+    for handler in handlers:
+        if isinstance(handler, log_writer.BatchedLineHandler):
+            handler.finish()
+        else:
+            handler.flush()
+
+
 def flush() -> None:
     """Write every line waiting in the handlers of the ``runtime_snapshot_mount`` loggers
     (at shutdown); waits at most a few seconds for an output that is blocked."""

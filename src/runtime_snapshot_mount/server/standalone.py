@@ -259,7 +259,7 @@ class StandaloneApp:
             if plugins is not None:
                 await plugins.store_close()
         finally:
-            logging_setup.flush()
+            logging_setup.finish()  # a worker may end by a signal next
 
 
 def create_app_from_env(environ: Mapping[str, str] | None = None) -> StandaloneApp:
